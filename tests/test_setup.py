@@ -1,0 +1,97 @@
+"""scripts/setup.sh: idempotent, one-line failures, a build cache keyed by content."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import REPO
+
+SETUP = REPO / "scripts" / "setup.sh"
+
+
+def run_setup(*args, repo=REPO, **env):
+    return subprocess.run(["bash", str(repo / "scripts" / "setup.sh"), *args],
+                          capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=300)
+
+
+def sdist_sha():
+    for line in (REPO / "third_party/caffe/sdist.env").read_text().splitlines():
+        if line.startswith("SDIST_SHA256="):
+            return line.split("=", 1)[1]
+
+
+def test_second_run_is_a_no_op():
+    r = run_setup()
+    assert r.returncode == 0, r.stderr
+    assert "found in cache" in r.stdout and "installed in .venv" in r.stdout
+    assert "requirements up to date" in r.stdout
+    assert "building" not in r.stdout and "installing" not in r.stdout
+
+
+def test_import_caffe_from_any_directory(tmp_path):
+    r = subprocess.run([str(REPO / ".venv/bin/python"), "-c",
+                        "import caffe, os; print(os.path.dirname(caffe.__file__))"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).is_relative_to(REPO / ".venv")
+
+
+def one_error_line(r, step):
+    assert r.returncode == 1
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"setup: {step} failed: "), lines[0]
+    return lines[0]
+
+
+def test_sdist_with_wrong_hash_is_refused(tmp_path):
+    bad = tmp_path / "brocolli-caffe-9.0.2.tar.gz"
+    bad.write_bytes(b"not the sdist")
+    r = run_setup("sdist", FCN_CAFFE_SDIST=str(bad), FCN_CACHE_DIR=str(tmp_path / "cache"))
+    line = one_error_line(r, "sdist")
+    assert sdist_sha() in line and str(bad) in line
+
+
+def test_missing_local_sdist_is_named(tmp_path):
+    r = run_setup("sdist", FCN_CAFFE_SDIST=str(tmp_path / "nope.tar.gz"))
+    assert "nope.tar.gz does not exist" in one_error_line(r, "sdist")
+
+
+def test_unknown_step_is_one_line():
+    assert "unknown step 'bogus'" in one_error_line(run_setup("bogus"), "setup")
+
+
+def test_half_written_cache_entries_are_never_used(tmp_path):
+    cache = tmp_path / "cache"
+    key = run_setup("key").stdout.strip()
+    entry = cache / "caffe" / key
+    (entry / "caffe").mkdir(parents=True)                  # no .complete marker
+    stale = cache / "caffe" / f"{key}.tmp.999999999"       # an interrupted build
+    stale.mkdir()
+    stamp_before = (REPO / ".venv/.fcn-caffe-key").read_text()
+    # No sdist is available, so the rebuild it must attempt stops right after cleaning up.
+    r = run_setup("caffe", FCN_CACHE_DIR=str(cache), FCN_CAFFE_SDIST=str(tmp_path / "none"))
+    assert "no verified sdist" in one_error_line(r, "caffe")
+    assert not entry.exists() and not stale.exists()
+    assert (REPO / ".venv/.fcn-caffe-key").read_text() == stamp_before
+
+
+def test_cache_key_follows_the_build_inputs(tmp_path):
+    key = run_setup("key").stdout.strip()
+    assert len(key) == 16
+    assert (REPO / ".venv/.fcn-caffe-key").read_text().strip() == key
+
+    # A copy of the repo's build inputs, sharing the real .venv.
+    copy = tmp_path / "repo"
+    for d in ("scripts", "third_party"):
+        shutil.copytree(REPO / d, copy / d)
+    (copy / ".venv").symlink_to(REPO / ".venv")
+    assert run_setup("key", repo=copy).stdout.strip() == key
+
+    patch = sorted((copy / "third_party/caffe/patches").glob("*.patch"))[0]
+    patch.write_text(patch.read_text() + "\n")
+    changed = run_setup("key", repo=copy).stdout.strip()
+    assert changed != key
+    (copy / "third_party/caffe/patches/9999-new.patch").write_text("x")
+    assert run_setup("key", repo=copy).stdout.strip() not in (key, changed)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Build the pycaffe package from the sdist into OUT/caffe.
+#   build.sh SDIST WORKDIR OUT PYTHON
+# Unpacks SDIST into WORKDIR/src, applies patches/*.patch in order, compiles
+# with CMakeLists.txt from this folder into WORKDIR/build and stages the
+# importable package (Python sources, regenerated caffe_pb2.py, _caffe.so).
+# Called by scripts/setup.sh, which owns caching; every file in this folder is
+# part of the cache key, so a change here rebuilds.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+sdist=$1 work=$2 out=$3 python=$4
+src=$work/src build=$work/build
+
+stage() { echo "build.sh: $*"; }
+
+stage "unpack $(basename "$sdist")"
+rm -rf "$src" "$build"
+mkdir -p "$src" "$build" "$out"
+tar -xzf "$sdist" -C "$src" --strip-components=1
+# The sdist ships a caffe.pb.h from an older protoc; ours is generated at build time.
+rm -f "$src/include/caffe/proto/caffe.pb.h" "$src/python/caffe/proto/caffe_pb2.py"
+
+for p in "$here"/patches/*.patch; do
+  stage "patch $(basename "$p")"
+  patch -p1 --forward --batch --quiet -d "$src" < "$p"
+done
+
+stage "configure"
+cmake -S "$here" -B "$build" -DCAFFE_SRC="$src" -DPython3_EXECUTABLE="$python" \
+  -DCMAKE_BUILD_TYPE=Release
+
+stage "compile with $(nproc) jobs"
+cmake --build "$build" -j "$(nproc)"
+
+stage "stage package"
+pkg=$out/caffe
+rm -rf "$pkg"
+cp -r "$src/python/caffe" "$pkg"
+# Not part of the installed package: the C++ binding source, the sdist's own
+# unit tests, and model_libs.py (SSD net recipes, Python 2 only).
+rm -rf "$pkg/test" "$pkg/_caffe.cpp" "$pkg/model_libs.py"
+find "$pkg" -name __pycache__ -prune -exec rm -rf {} +
+cp "$build/python/caffe_pb2.py" "$pkg/proto/caffe_pb2.py"
+touch "$pkg/proto/__init__.py"
+cp "$build"/_caffe*.so "$pkg/"
+stage "done"
