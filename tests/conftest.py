@@ -1,5 +1,6 @@
 """Shared test helpers: locating ../shared, quiet Caffe logging."""
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))   # the project's modules (nets, layers, ...) import from anywhere
 
 
 def shared_dir():

@@ -1,0 +1,48 @@
+"""Facts about every dataset the project uses, defined once.
+
+Pure Python (no Caffe): the net builder reads the split sizes for the solvers'
+``test_iter``, the data layers read the means, the check command reads the
+expected counts. Each entry says what a Python data layer needs to find it.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    layer: str                       # class name in layers.py
+    dir: str                         # default folder, relative to the data root
+    num_classes: int                 # including background where the dataset has one
+    splits: Dict[str, int]           # split name -> number of images
+    mean: Optional[Tuple[float, ...]] = None   # BGR mean subtracted from images
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+# BGR means of the ILSVRC-trained VGG-16 / CaffeNet inputs used for PASCAL data.
+PASCAL_MEAN = (104.00699, 116.66877, 122.67892)
+
+DATASETS = {d.name: d for d in [
+    # PASCAL VOC 2011 segmentation; seg11valid = VOC2011 seg val minus SBD train.
+    Dataset("voc", "VOCSegDataLayer", "pascal/VOC2011", 21,
+            {"seg11valid": 736}, PASCAL_MEAN),
+    # Semantic Boundaries Dataset (Hariharan et al.), the training set of the VOC models.
+    Dataset("sbdd", "SBDDSegDataLayer", "sbdd/dataset", 21,
+            {"train": 8498, "val": 2857}, PASCAL_MEAN),
+    # NYUDv2 with Gupta et al.'s 40-class labels and HHA; trainval = train + val.
+    Dataset("nyud", "NYUDSegDataLayer", "nyud", 40,
+            {"train": 381, "val": 414, "trainval": 795, "test": 654},
+            (116.190, 97.203, 92.318),
+            extra={"hha_mean": (132.431, 94.076, 118.477), "depth_mean": 7.844}),
+    # SIFT Flow: 33 semantic classes and 3 geometric classes.
+    Dataset("siftflow", "SIFTFlowSegDataLayer", "sift-flow", 33,
+            {"trainval": 2486, "test": 200}, (114.578, 115.294, 108.353),
+            extra={"num_geo_classes": 3}),
+    # PASCAL-Context, 59 most frequent classes + background, on VOC2010 images.
+    Dataset("pascalcontext", "PASCALContextSegDataLayer", "pascal/VOC2010", 60,
+            {"train": 4998, "val": 5105}, PASCAL_MEAN,
+            extra={"context_dir": "pascal-context"}),
+    # CamVid as split for SegNet (11 classes, 11 = void), for CPU-scale runs.
+    Dataset("camvid", "CamVidSegDataLayer", "camvid", 11,
+            {"train": 367, "val": 101, "test": 233}, PASCAL_MEAN),
+]}

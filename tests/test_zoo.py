@@ -1,0 +1,257 @@
+"""The model zoo: generated files are what the builder makes today, every deploy
+net runs at any input size, train/val nets match their deploy nets, and the
+FCN-VGG16 params line up with VGG-16's so surgery can fill them."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import caffe
+from caffe.proto import caffe_pb2
+
+import nets
+from conftest import REPO
+from datasets import DATASETS
+
+caffe.set_mode_cpu()
+
+RELEASE_DIRS = {
+    "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
+    "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha",
+    "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
+    "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
+}
+# Largest first: Caffe grows its buffers once and reuses them for smaller inputs.
+SIZES = [(500, 500), (334, 500), (37, 53), (1, 1)]
+
+
+def parse(path, msg=caffe_pb2.NetParameter):
+    return text_format.Parse((REPO / path).read_text(), msg())
+
+
+def test_zoo_has_every_release_directory():
+    assert RELEASE_DIRS <= set(nets.MODELS)
+    for name in RELEASE_DIRS:
+        files = set(os.listdir(REPO / name))
+        assert {"deploy.prototxt", "solver.prototxt", "net.py", "solve.py"} <= files, name
+        assert set(nets.MODELS[name].files) <= files
+
+
+def test_committed_files_equal_what_the_builder_makes_today():
+    generated = nets.all_files()
+    assert len(generated) > 100
+    stale = [rel for rel, text in generated.items()
+             if not (REPO / rel).is_file() or (REPO / rel).read_text() != text]
+    assert not stale, f"regenerate with 'python nets.py': {stale}"
+    # and nothing generated-looking is committed that the builder no longer makes
+    on_disk = {str(p.relative_to(REPO)) for d in list(nets.MODELS) + ["ilsvrc-nets"]
+               for p in (REPO / d).iterdir() if p.name != "README.md"}
+    assert on_disk == {k for k in generated}
+
+
+@pytest.fixture(scope="module")
+def classifier_shapes():
+    """Param name -> shapes of the ILSVRC classifiers' deploy nets."""
+    out = {}
+    for fname, (backbone, _) in nets.CLASSIFIERS.items():
+        net = caffe.Net(str(REPO / "ilsvrc-nets" / fname), caffe.TEST)
+        out[backbone] = {k: [tuple(b.data.shape) for b in v] for k, v in net.params.items()}
+        del net
+    return out
+
+
+def fill_random(net, seed=0):
+    """Random weights, cheaply: a million normal draws tiled over each param."""
+    base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32) * 0.01
+    for params in net.params.values():
+        for i, p in enumerate(params):
+            p.data.flat[:] = np.resize(np.roll(base, i + p.data.size), p.data.size)
+
+
+def outputs(model):
+    return ["score" + h.suffix for h in model.heads]
+
+
+@pytest.mark.parametrize("name", sorted(nets.MODELS))
+def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
+    model = nets.MODELS[name]
+    net = caffe.Net(str(REPO / name / "deploy.prototxt"), caffe.TEST)
+
+    # What surgery relies on: wherever names agree with the classifier (conv1_1..fc7),
+    # shapes agree, and fc6/fc7 hold the same number of elements.
+    ref = classifier_shapes[model.backbone]
+    streams = ["color", "hha"] if model.modality == "color-hha" else [""]
+    matched = 0
+    for layer, params in net.params.items():
+        base = next((layer[:-len(s)] for s in streams if s and layer.endswith(s)), layer)
+        if base not in ref:
+            continue
+        matched += 1
+        got = [tuple(p.data.shape) for p in params]
+        if base in ("fc6", "fc7"):
+            assert [np.prod(s) for s in got] == [np.prod(s) for s in ref[base]], layer
+        else:
+            assert got == ref[base], layer
+    expected = {"vgg16": 15, "caffenet": 7}[model.backbone] * len(streams)
+    expected -= model.modality == "color-d"      # conv1_1_bgrd takes 4 channels
+    assert matched == expected
+
+    fill_random(net)
+    inputs = [name for name, _ in nets.MODALITIES[model.modality]]
+    for h, w in SIZES:
+        for blob in inputs:
+            net.blobs[blob].reshape(1, net.blobs[blob].data.shape[1], h, w)
+        net.reshape()
+        rng = np.random.default_rng(h * w)
+        out = net.forward(**{b: rng.uniform(-100, 100, net.blobs[b].data.shape)
+                             .astype(np.float32) for b in inputs})
+        for o in outputs(model):
+            c = next(x.num_classes for x in model.heads if "score" + x.suffix == o)
+            assert out[o].shape == (1, c, h, w), (name, o, h, w)
+            assert np.isfinite(out[o]).all() and np.abs(out[o]).max() > 0
+
+
+def graph(proto, drop_types=("Python", "Input", "SoftmaxWithLoss")):
+    return [(l.name, l.type, list(l.bottom), list(l.top), l.param, l.convolution_param,
+             l.pooling_param, l.crop_param, l.eltwise_param, l.scale_param,
+             l.dropout_param, l.lrn_param, l.concat_param)
+            for l in proto.layer if l.type not in drop_types]
+
+
+@pytest.mark.parametrize("name", sorted(nets.MODELS))
+def test_train_and_eval_nets_match_deploy_apart_from_data_and_loss(name):
+    model = nets.MODELS[name]
+    deploy = parse(f"{name}/deploy.prototxt")
+    assert deploy.layer[0].type == "Input"
+    assert not any(l.type in ("Python", "SoftmaxWithLoss") for l in deploy.layer)
+    for fname, data in zip(model.files, (model.train, model.eval)):
+        net = parse(f"{name}/{fname}")
+        first = net.layer[0]
+        assert first.type == "Python" and first.python_param.module == "layers"
+        assert first.python_param.layer == DATASETS[data.dataset].layer
+        assert graph(net) == graph(deploy), fname
+        losses = [l for l in net.layer if l.type == "SoftmaxWithLoss"]
+        assert [l.bottom[0] for l in losses] == outputs(model)
+        for l in losses:
+            assert l.loss_param.ignore_label == 255
+            assert l.loss_param.normalize == model.normalize
+
+
+def crop_offsets(proto):
+    return [l.crop_param.offset[0] for l in proto.layer if l.type == "Crop"]
+
+
+@pytest.mark.parametrize("name", sorted(nets.MODELS))
+def test_release_facts(name):
+    """What the paper's nets are, checked on the committed prototxts."""
+    model = nets.MODELS[name]
+    net = parse(f"{name}/deploy.prototxt")
+    layers = {l.name: l for l in net.layer}
+    conv1 = [l for l in net.layer if l.type == "Convolution"][0]
+    assert conv1.convolution_param.pad == [100]
+
+    per_head = {32: [19], 16: [5, 27], 8: [5, 9, 31]}[model.stride]
+    if model.backbone == "caffenet":
+        per_head = [18]                           # the release's 63-pixel kernel
+    assert crop_offsets(net) == per_head * len(model.heads)
+
+    for l in net.layer:
+        if l.type == "Deconvolution":
+            c = l.convolution_param
+            assert not c.bias_term and [p.lr_mult for p in l.param] == [0]
+            want = 63 if model.backbone == "caffenet" else 2 * c.stride[0]
+            assert c.kernel_size == [want], l.name
+        if l.type == "Convolution" and l.name.startswith("score"):
+            assert l.convolution_param.kernel_size == [1]
+            assert [(p.lr_mult, p.decay_mult) for p in l.param] == [(1, 1), (2, 0)]
+        if l.type == "Dropout":
+            assert l.dropout_param.dropout_ratio == 0.5 and l.top == l.bottom
+
+    fc6 = [l for n_, l in layers.items() if n_.startswith("fc6")][0]
+    assert fc6.type == "Convolution" and fc6.convolution_param.num_output == 4096
+    assert fc6.convolution_param.kernel_size == [7 if model.backbone == "vgg16" else 6]
+    if model.backbone == "vgg16":
+        for l in net.layer:
+            if l.type == "Convolution" and not l.name.startswith("score"):
+                assert [(p.lr_mult, p.decay_mult) for p in l.param] == [(1, 1), (2, 0)]
+    if model.atonce:
+        assert layers["scale_pool4"].scale_param.filler.value == pytest.approx(0.01)
+        assert layers["scale_pool3"].scale_param.filler.value == pytest.approx(1e-4)
+        assert [p.lr_mult for p in layers["scale_pool4"].param] == [0]
+        assert layers["score_pool4"].bottom == ["scale_pool4"]
+    if model.modality == "color-hha":
+        fused = layers["score_fused"]
+        assert list(fused.bottom) == ["score_frcolor", "score_frhha"]
+        assert list(fused.eltwise_param.coeff) == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("name", sorted(nets.MODELS))
+def test_solver(name):
+    model = nets.MODELS[name]
+    s = parse(f"{name}/solver.prototxt", caffe_pb2.SolverParameter)
+    assert s.train_net == model.files[0] and list(s.test_net) == [model.files[1]]
+    assert list(s.test_iter) == [DATASETS[model.eval.dataset].splits[model.eval.split]]
+    assert s.lr_policy == "fixed" and s.weight_decay == pytest.approx(5e-4)
+    if model.backbone == "caffenet":
+        assert (s.base_lr, s.momentum, s.iter_size) == (pytest.approx(1e-4),
+                                                         pytest.approx(0.9), 20)
+    else:
+        assert s.momentum == pytest.approx(0.99) and s.iter_size == 1
+        want = 1e-10 if model.atonce else {32: 1e-10, 16: 1e-12, 8: 1e-14}[model.stride]
+        if model.modality == "color-hha":
+            want = 1e-12                         # the release's late-fusion solver
+        assert s.base_lr == pytest.approx(want)
+
+
+def test_split_sizes_are_the_papers():
+    assert DATASETS["voc"].splits["seg11valid"] == 736
+    assert DATASETS["nyud"].splits["test"] == 654
+    assert DATASETS["siftflow"].splits["test"] == 200
+
+
+def test_builder_rejects_bad_requests_with_one_line():
+    cases = [
+        (dict(stride=4), "unknown stride 4"),
+        (dict(heads=(nets.Head("", 0, "label"),)), "needs at least 1"),
+        (dict(modality="thermal"), "unknown modality 'thermal'"),
+        (dict(backbone="resnet"), "unknown backbone 'resnet'"),
+        (dict(backbone="caffenet", stride=8), "use stride 32"),
+    ]
+    for kwargs, msg in cases:
+        with pytest.raises(nets.BuildError) as e:
+            nets.fcn(**kwargs)
+        assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def run_py(script, *args, cwd):
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "GLOG_minloglevel": "2"})
+
+
+def test_net_py_writes_into_its_own_directory_from_anywhere(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "voc-fcn16s").mkdir(parents=True)
+    for f in ("nets.py", "datasets.py"):
+        shutil.copy(REPO / f, repo / f)
+    shutil.copy(REPO / "voc-fcn16s/net.py", repo / "voc-fcn16s/net.py")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_py(repo / "voc-fcn16s/net.py", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert list(elsewhere.iterdir()) == []
+    for f in nets.model_files(nets.MODELS["voc-fcn16s"]):
+        assert (repo / "voc-fcn16s" / f).read_text() == (REPO / "voc-fcn16s" / f).read_text()
+    assert not (repo / "voc-fcn8s").exists()      # only its own directory
+
+
+def test_nets_cli_unknown_model_is_one_line(tmp_path):
+    r = run_py(REPO / "nets.py", "voc-fcn4s", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unknown model 'voc-fcn4s'" in r.stderr
+    r = run_py(REPO / "nets.py", "--check", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout
