@@ -1,0 +1,479 @@
+"""Python data layers for every dataset of the zoo, and the readers behind them.
+
+A *reader* knows one dataset's layout on disk: its split lists, where each image
+and label lives and how to decode them. It is plain Python (the check command in
+prepare.py uses it without Caffe). A *data layer* (``<Dataset>SegDataLayer``) wraps
+a reader for Caffe: it parses its JSON ``param_str``, walks the split (shuffled
+with its own seeded RNG in the TRAIN phase, in file order otherwise) and emits
+one whole image per batch, reshaping its tops to each image.
+
+``param_str`` keys (JSON): ``dir`` (dataset folder, relative to the data root or
+absolute) and ``split`` are required; ``seed`` (default 1337), ``shuffle``
+(default: true in TRAIN, false in TEST) and ``data_root`` are optional, plus
+``tops`` for NYUDv2 and ``context_dir`` for PASCAL-Context. The data root is
+``data_root``, else $FCN_DATA, else the repo's ``data/`` folder.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from datasets import DATASETS
+
+REPO = Path(__file__).resolve().parent
+IGNORE = 255
+
+
+class DataError(Exception):
+    """A problem with a dataset on disk or a layer's parameters; one line, naming the file."""
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing: one definition, used by the layers and by infer.py.
+
+
+def preprocess(rgb, mean_bgr):
+    """HxWx3 RGB image (any numeric dtype) -> 3xHxW float32 BGR minus the mean."""
+    x = np.asarray(rgb, dtype=np.float32)[:, :, ::-1]
+    x = x - np.asarray(mean_bgr, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def data_root(explicit=None):
+    """The folder dataset ``dir`` params are relative to."""
+    if explicit:
+        p = Path(explicit)
+        return p if p.is_absolute() else REPO / p
+    env = os.environ.get("FCN_DATA")
+    return Path(env) if env else REPO / "data"
+
+
+def open_image(path, what="image"):
+    """Decode an image file fully, turning any decoding failure into a DataError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise DataError(f"missing {what}: {path}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"unreadable {what} {path}: {e}") from None
+
+
+def load_mat(path, key, what="label"):
+    import scipy.io
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except FileNotFoundError:
+        raise DataError(f"missing {what}: {path}") from None
+    except Exception as e:  # scipy raises a zoo of types for broken files
+        raise DataError(f"unreadable {what} {path}: {e}") from None
+    if key not in mat:
+        raise DataError(f"{path} has no '{key}' variable (has: {', '.join(k for k in mat if not k.startswith('__'))})")
+    return mat[key]
+
+
+def rgb_array(path):
+    im = open_image(path)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def index_png(path):
+    """Class-index PNG (palette 'P' or greyscale 'L') -> HxW uint8."""
+    im = open_image(path, "label")
+    if im.mode not in ("P", "L"):
+        raise DataError(f"label {path} is a {im.mode} image; expected a palette or "
+                        "greyscale PNG of class indices")
+    return np.asarray(im, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------
+# Readers
+
+
+class Reader:
+    """One dataset's layout. Subclasses set ``dataset`` (a key of datasets.DATASETS),
+    ``layout`` (for error messages) and implement ``split_file``, ``tops``,
+    ``path(id, top)`` (the file holding that top) and ``raw(id, top)`` (the
+    decoded array: HxWxC image or HxW label with IGNORE for void); ``load``
+    gives the array a net reads."""
+    dataset = None
+    layout = ""
+    label_classes = {}          # label top -> number of classes
+
+    def __init__(self, root, params=None):
+        self.root = Path(root)
+        self.params = params or {}
+        self.info = DATASETS[self.dataset]
+
+    # -- what subclasses provide
+    def split_file(self, split):
+        raise NotImplementedError
+
+    def tops(self):
+        raise NotImplementedError
+
+    def path(self, id_, top):
+        raise NotImplementedError
+
+    def raw(self, id_, top):
+        raise NotImplementedError
+
+    # -- shared
+    def where(self):
+        return f"{self.info.name} data in {self.root}"
+
+    def ids(self, split):
+        if not self.root.is_dir():
+            raise DataError(f"{self.info.name} folder not found: {self.root}; expected "
+                            f"{self.layout} (see data/README.md: python prepare.py get "
+                            f"{self.info.name})")
+        f = self.split_file(split)
+        if not f.is_file():
+            raise DataError(f"split list not found: {f}; expected {self.layout}")
+        ids = [self.parse_line(l, split) for l in f.read_text().splitlines() if l.strip()]
+        if not ids:
+            raise DataError(f"split list {f} is empty")
+        return ids
+
+    def parse_line(self, line, split):
+        return line.strip()
+
+    def load(self, id_, top):
+        a = self.raw(id_, top)
+        if top in self.label_classes:
+            return a[np.newaxis].astype(np.float32)
+        return self.to_input(a, top)
+
+    def to_input(self, a, top):
+        return preprocess(a, self.info.mean)
+
+    def sample(self, id_, tops=None):
+        """Every top of one example, checked: same height/width, labels in range."""
+        tops = tops or self.tops()
+        out = {t: self.load(id_, t) for t in tops}
+        sizes = {t: a.shape[-2:] for t, a in out.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError(f"{self.info.name} {id_}: sizes differ ("
+                            + ", ".join(f"{self.path(id_, t)} {h}x{w}"
+                                        for t, (h, w) in sizes.items()) + ")")
+        for t, a in out.items():
+            if t in self.label_classes:
+                check_label(a, self.label_classes[t], self.path(id_, t))
+        return out
+
+
+def check_label(a, num_classes, where):
+    vals = np.unique(a)
+    bad = vals[(vals >= num_classes) & (vals != IGNORE)]
+    if bad.size:
+        raise DataError(f"label {where} has values {', '.join(str(int(v)) for v in bad[:5])} "
+                        f"outside 0..{num_classes - 1} and {IGNORE} (ignore)")
+
+
+class VOCReader(Reader):
+    dataset = "voc"
+    layout = ("<dir>/JPEGImages/<id>.jpg, <dir>/SegmentationClass/<id>.png (palette), "
+              "<dir>/ImageSets/Segmentation/<split>.txt")
+    label_classes = {"label": 21}
+
+    def split_file(self, split):
+        return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+    def tops(self):
+        return ["data", "label"]
+
+    def path(self, id_, top):
+        if top == "label":
+            return self.root / "SegmentationClass" / f"{id_}.png"
+        return self.root / "JPEGImages" / f"{id_}.jpg"
+
+    def raw(self, id_, top):
+        return index_png(self.path(id_, top)) if top == "label" else rgb_array(self.path(id_, top))
+
+
+class SBDDReader(Reader):
+    dataset = "sbdd"
+    layout = "<dir>/img/<id>.jpg, <dir>/cls/<id>.mat (GTcls.Segmentation), <dir>/<split>.txt"
+    label_classes = {"label": 21}
+
+    def split_file(self, split):
+        return self.root / f"{split}.txt"
+
+    def tops(self):
+        return ["data", "label"]
+
+    def path(self, id_, top):
+        return self.root / "cls" / f"{id_}.mat" if top == "label" else self.root / "img" / f"{id_}.jpg"
+
+    def raw(self, id_, top):
+        path = self.path(id_, top)
+        if top == "label":
+            gt = load_mat(path, "GTcls")
+            try:
+                seg = gt.Segmentation
+            except AttributeError:
+                raise DataError(f"{path}: GTcls has no Segmentation field") from None
+            return np.asarray(seg, dtype=np.uint8)
+        return rgb_array(path)
+
+
+class NYUDReader(Reader):
+    """NYUDv2 in the release's layout, with 40-class label PNGs derived by prepare.py."""
+    dataset = "nyud"
+    layout = ("<dir>/data/{images,depth,hha}/img_<id>.png, <dir>/labels40/img_<id>.png "
+              "(derived), <dir>/<split>.txt")
+    label_classes = {"label": 40}
+    MODALITIES = ("color", "depth", "hha", "label")
+
+    def split_file(self, split):
+        return self.root / f"{split}.txt"
+
+    def tops(self):
+        tops = self.params.get("tops", ["color", "label"])
+        bad = [t for t in tops if t not in self.MODALITIES]
+        if bad or not tops:
+            raise DataError(f"NYUDv2 tops must be chosen from {', '.join(self.MODALITIES)}; got {tops}")
+        return list(tops)
+
+    def path(self, id_, top):
+        folder = {"color": "data/images", "depth": "data/depth", "hha": "data/hha",
+                  "label": "labels40"}[top]
+        return self.root / folder / f"img_{id_}.png"
+
+    def raw(self, id_, top):
+        if top == "label":
+            return index_png(self.path(id_, top))
+        if top == "depth":
+            return np.asarray(open_image(self.path(id_, top), "depth"), dtype=np.float32)
+        if top == "hha":
+            return np.asarray(open_image(self.path(id_, top), "HHA").convert("RGB"))
+        return rgb_array(self.path(id_, top))
+
+    def to_input(self, a, top):
+        if top == "depth":
+            # log depth, as in the release; zeros (missing depth) would give -inf
+            return (np.log(np.maximum(a, 1.0)) - self.info.extra["depth_mean"])[np.newaxis]
+        if top == "hha":
+            # HHA is stored as (H, H, A) channels and used in that order, not flipped.
+            x = np.asarray(a, np.float32) - np.asarray(self.info.extra["hha_mean"], np.float32)
+            return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return preprocess(a, self.info.mean)
+
+
+class SIFTFlowReader(Reader):
+    dataset = "siftflow"
+    SUB = "spatial_envelope_256x256_static_8outdoorcategories"
+    layout = (f"<dir>/Images/{SUB}/<id>.jpg, <dir>/SemanticLabels/{SUB}/<id>.mat, "
+              f"<dir>/GeoLabels/{SUB}/<id>.mat (variable S), <dir>/<split>.txt")
+    label_classes = {"sem": 33, "geo": 3}
+
+    def split_file(self, split):
+        return self.root / f"{split}.txt"
+
+    def tops(self):
+        return ["data", "sem", "geo"]
+
+    def path(self, id_, top):
+        if top == "data":
+            return self.root / "Images" / self.SUB / f"{id_}.jpg"
+        folder = {"sem": "SemanticLabels", "geo": "GeoLabels"}[top]
+        return self.root / folder / self.SUB / f"{id_}.mat"
+
+    def raw(self, id_, top):
+        if top == "data":
+            return rgb_array(self.path(id_, top))
+        s = np.asarray(load_mat(self.path(id_, top), "S")).astype(np.int64)
+        # classes are 1-based; 0 (and -1 for geometry) is unlabeled -> ignore
+        return np.where(s >= 1, s - 1, IGNORE).astype(np.uint8)
+
+
+class PASCALContextReader(Reader):
+    """VOC2010 images with 59-class (+ background) label PNGs derived by prepare.py."""
+    dataset = "pascalcontext"
+    layout = ("<dir>/JPEGImages/<id>.jpg (VOC2010), <context_dir>/labels59/<id>.png "
+              "(derived), <context_dir>/<split>.txt")
+    label_classes = {"label": 60}
+
+    @property
+    def context_dir(self):
+        c = Path(self.params.get("context_dir", self.info.extra["context_dir"]))
+        return c if c.is_absolute() else data_root(self.params.get("data_root")) / c
+
+    def split_file(self, split):
+        return self.context_dir / f"{split}.txt"
+
+    def tops(self):
+        return ["data", "label"]
+
+    def path(self, id_, top):
+        if top == "label":
+            return self.context_dir / "labels59" / f"{id_}.png"
+        return self.root / "JPEGImages" / f"{id_}.jpg"
+
+    def raw(self, id_, top):
+        return index_png(self.path(id_, top)) if top == "label" else rgb_array(self.path(id_, top))
+
+
+class CamVidReader(Reader):
+    """CamVid as split for SegNet: <split>.txt lists "<any path>/<split>/X.png
+    <any path>/<split>annot/X.png"; only the file names are used, and an example's
+    id is "<split>/X.png"."""
+    dataset = "camvid"
+    layout = "<dir>/<split>.txt, <dir>/<split>/<name>.png, <dir>/<split>annot/<name>.png"
+    label_classes = {"label": 11}
+    VOID = 11
+
+    def split_file(self, split):
+        return self.root / f"{split}.txt"
+
+    def parse_line(self, line, split):
+        return f"{split}/{Path(line.split()[0]).name}"
+
+    def tops(self):
+        return ["data", "label"]
+
+    def path(self, id_, top):
+        split, name = id_.split("/")
+        return self.root / (f"{split}annot" if top == "label" else split) / name
+
+    def raw(self, id_, top):
+        if top == "label":
+            a = index_png(self.path(id_, top))
+            return np.where(a == self.VOID, IGNORE, a).astype(np.uint8)
+        return rgb_array(self.path(id_, top))
+
+
+READERS = {r.dataset: r for r in (VOCReader, SBDDReader, NYUDReader, SIFTFlowReader,
+                                  PASCALContextReader, CamVidReader)}
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+
+
+COMMON_REQUIRED = {"dir", "split"}
+COMMON_OPTIONAL = {"seed", "shuffle", "data_root"}
+EXTRA_OPTIONAL = {"nyud": {"tops"}, "pascalcontext": {"context_dir"}}
+
+
+def parse_params(param_str, dataset, layer_name="data layer"):
+    """JSON param_str -> dict, with the keys checked; one-line DataError otherwise."""
+    try:
+        params = json.loads(param_str or "{}")
+    except json.JSONDecodeError as e:
+        raise DataError(f"{layer_name}: param_str is not JSON ({e.msg} at column {e.colno}): "
+                        f"{param_str!r}") from None
+    if not isinstance(params, dict):
+        raise DataError(f"{layer_name}: param_str must be a JSON object, got {param_str!r}")
+    allowed = COMMON_REQUIRED | COMMON_OPTIONAL | EXTRA_OPTIONAL.get(dataset, set())
+    missing = sorted(COMMON_REQUIRED - params.keys())
+    unknown = sorted(params.keys() - allowed)
+    if missing:
+        raise DataError(f"{layer_name}: param_str lacks {', '.join(missing)} "
+                        f"(required: {', '.join(sorted(COMMON_REQUIRED))})")
+    if unknown:
+        raise DataError(f"{layer_name}: unknown param_str keys {', '.join(unknown)} "
+                        f"(allowed: {', '.join(sorted(allowed))})")
+    if "seed" in params and not isinstance(params["seed"], int):
+        raise DataError(f"{layer_name}: seed must be an integer, got {params['seed']!r}")
+    return params
+
+
+def reader_for(dataset, params):
+    d = Path(params["dir"])
+    root = d if d.is_absolute() else data_root(params.get("data_root")) / d
+    return READERS[dataset](root, params)
+
+
+# ---------------------------------------------------------------------------
+# Caffe layers
+
+try:
+    import caffe
+    _LayerBase = caffe.Layer
+except ImportError:  # readers stay usable without Caffe
+    caffe = None
+    _LayerBase = object
+
+
+class SegDataLayer(_LayerBase):
+    """Base of the data layers: whole images, batch 1, one top per reader top."""
+    dataset = None
+
+    def setup(self, bottom, top):
+        name = type(self).__name__
+        self.params = parse_params(self.param_str, self.dataset, name)
+        self.reader = reader_for(self.dataset, self.params)
+        self.top_names = self.reader.tops()
+        if len(bottom) != 0:
+            raise DataError(f"{name} takes no bottoms")
+        if len(top) != len(self.top_names):
+            raise DataError(f"{name} needs {len(self.top_names)} tops "
+                            f"({', '.join(self.top_names)}), the net defines {len(top)}")
+        self.split = self.params["split"]
+        self.ids = self.reader.ids(self.split)
+        self.shuffle = bool(self.params.get("shuffle", self.phase == caffe.TRAIN))
+        self.rng = np.random.default_rng(self.params.get("seed", 1337))
+        self.epoch = 0
+        self.pos = 0
+        self.order = self._order()
+
+    def _order(self):
+        n = len(self.ids)
+        return self.rng.permutation(n) if self.shuffle else np.arange(n)
+
+    @property
+    def current_id(self):
+        return self.ids[self.order[self.pos]]
+
+    def reshape(self, bottom, top):
+        sample = self.reader.sample(self.current_id, self.top_names)
+        self.blobs_now = [sample[t] for t in self.top_names]
+        for i, a in enumerate(self.blobs_now):      # (top is not iterable from Python)
+            top[i].reshape(1, *a.shape)
+
+    def forward(self, bottom, top):
+        for i, a in enumerate(self.blobs_now):
+            top[i].data[...] = a
+        self.pos += 1
+        if self.pos == len(self.ids):
+            self.pos, self.epoch = 0, self.epoch + 1
+            self.order = self._order()
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+class VOCSegDataLayer(SegDataLayer):
+    """PASCAL VOC: JPEG images, palette PNG labels (255 = void)."""
+    dataset = "voc"
+
+
+class SBDDSegDataLayer(SegDataLayer):
+    """SBD: JPEG images, cls/*.mat labels (GTcls.Segmentation)."""
+    dataset = "sbdd"
+
+
+class NYUDSegDataLayer(SegDataLayer):
+    """NYUDv2: tops chosen among color, depth, hha and label (40 classes)."""
+    dataset = "nyud"
+
+
+class SIFTFlowSegDataLayer(SegDataLayer):
+    """SIFT Flow: data, semantic (33) and geometric (3) labels; unlabeled -> ignore."""
+    dataset = "siftflow"
+
+
+class PASCALContextSegDataLayer(SegDataLayer):
+    """PASCAL-Context: VOC2010 images, 59 classes + background."""
+    dataset = "pascalcontext"
+
+
+class CamVidSegDataLayer(SegDataLayer):
+    """CamVid (SegNet layout): 11 classes, void 11 -> ignore."""
+    dataset = "camvid"

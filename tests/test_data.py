@@ -1,0 +1,408 @@
+"""Data layers, download/derive/check, on fixture datasets in the real formats and
+on the real shared data."""
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+import caffe
+from caffe import layers as L
+
+import fixtures
+import layers
+import nets
+import prepare
+from conftest import REPO
+from datasets import DATASETS
+
+caffe.set_mode_cpu()
+
+
+def data_net(tmp_path, layer, params, ntop=2, phase=caffe.TEST, name="data.prototxt"):
+    """A net holding only a data layer, as a real prototxt."""
+    n = caffe.NetSpec()
+    tops = L.Python(module="layers", layer=layer, ntop=ntop, param_str=json.dumps(params))
+    for i, t in enumerate(tops if ntop > 1 else (tops,)):
+        n[f"top{i}"] = t
+    path = tmp_path / name
+    path.write_text(str(n.to_proto()))
+    return caffe.Net(str(path), phase)
+
+
+def tops_of(net):
+    return [net.blobs[f"top{i}"].data.copy() for i in range(len(net.outputs))]
+
+
+# ---------------------------------------------------------------------------
+# Real data: the VOC demo pair and CamVid
+
+
+def test_voc_demo_pair_through_the_voc_layer(shared_data, tmp_path):
+    voc = tmp_path / "VOC"
+    for sub, name, ext in (("JPEGImages", "image", "jpg"), ("SegmentationClass", "label", "png")):
+        (voc / sub).mkdir(parents=True)
+        (voc / sub / f"2007_000129.{ext}").symlink_to(shared_data / "voc-demo" / f"{name}.{ext}")
+    fixtures.write_list(voc / "ImageSets/Segmentation/demo.txt", ["2007_000129"])
+    net = data_net(tmp_path, "VOCSegDataLayer", {"dir": str(voc), "split": "demo"})
+    net.forward()
+    data, label = tops_of(net)
+
+    rgb = np.array(Image.open(shared_data / "voc-demo/image.jpg"), dtype=np.float32)
+    bgr = rgb[:, :, ::-1] - np.array([104.00699, 116.66877, 122.67892], np.float32)
+    np.testing.assert_array_equal(data, bgr.transpose(2, 0, 1)[None])
+    assert data.shape == (1, 3, 500, 334)
+    want = np.array(Image.open(shared_data / "voc-demo/label.png"))
+    np.testing.assert_array_equal(label, want[None, None].astype(np.float32))
+    assert set(np.unique(label)) == {0, 2, 15, 255}
+
+
+def test_camvid_pairs_through_the_camvid_layer(shared_data, tmp_path):
+    camvid = shared_data / "camvid"
+    net = data_net(tmp_path, "CamVidSegDataLayer", {"dir": str(camvid), "split": "train"})
+    lines = (camvid / "train.txt").read_text().split()[0::2][:3]
+    for line in lines:
+        net.forward()
+        data, label = tops_of(net)
+        name = Path(line).name
+        rgb = np.array(Image.open(camvid / "train" / name), dtype=np.float32)
+        bgr = rgb[:, :, ::-1] - np.array(DATASETS["camvid"].mean, np.float32)
+        np.testing.assert_array_equal(data[0], bgr.transpose(2, 0, 1))
+        raw = np.array(Image.open(camvid / "trainannot" / name))
+        np.testing.assert_array_equal(label[0, 0], np.where(raw == 11, 255, raw))
+        assert data.shape == (1, 3, 360, 480) and label.max() <= 255
+
+
+# ---------------------------------------------------------------------------
+# Fixtures: derive, then every net of the zoo on them
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    root = fixtures.make_all(tmp_path_factory.mktemp("data"))
+    for d in ("voc", "nyud", "siftflow", "pascalcontext"):
+        prepare.derive(d, root)
+    return root
+
+
+def test_derived_splits_and_labels(fixture_root):
+    r = fixture_root
+    # seg11valid = VOC2011 seg val minus SBD train (2008_000003 is in SBD train)
+    assert (r / "pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read_text().split() == \
+        ["2008_000004", "2008_000005"]
+    assert (r / "nyud/trainval.txt").read_text().split() == ["5001", "5002", "5003"]
+    seg = scipy.io.loadmat(r / "nyud/segmentation/img_5001.mat")["segmentation"]
+    lab = np.array(Image.open(r / "nyud/labels40/img_5001.png"))
+    np.testing.assert_array_equal(lab, np.where(seg == 0, 255, seg - 1))
+    # SIFT Flow: test from the paper's list; trainval = the labelled rest
+    assert (r / "sift-flow/test.txt").read_text().split() == ["forest_b1"]
+    assert (r / "sift-flow/trainval.txt").read_text().split() == \
+        ["coast_a1", "coast_a2", "street_c1"]
+    # PASCAL-Context: full labels mapped onto the 59 task classes by name
+    full, task = fixtures.context_label_lists()
+    m = scipy.io.loadmat(r / "pascal-context/trainval/2008_000020.mat")["LabelMap"]
+    got = np.array(Image.open(r / "pascal-context/labels59/2008_000020.png"))
+    renames = {"diningtable": "table", "bedcloth": "bedclothes", "clothes": "cloth"}
+    for full_idx in np.unique(m):
+        name = full[full_idx - 1]
+        want = next((k + 1 for k, t in enumerate(task) if renames.get(t, t) == name), 0)
+        assert (got[m == full_idx] == want).all(), name
+    assert (r / "pascal-context/train.txt").read_text().split() == ["2008_000020", "2008_000021"]
+
+
+def test_readers_decode_the_raw_formats(fixture_root):
+    r = fixture_root
+    sbd = layers.SBDDReader(r / "sbdd/dataset")
+    s = sbd.sample("2008_000010")
+    seg = scipy.io.loadmat(r / "sbdd/dataset/cls/2008_000010.mat")["GTcls"][0][0]["Segmentation"]
+    np.testing.assert_array_equal(s["label"][0], seg)
+    sift = layers.SIFTFlowReader(r / "sift-flow").sample("coast_a1")
+    geo = scipy.io.loadmat(r / f"sift-flow/GeoLabels/{fixtures.SUB}/coast_a1.mat")["S"]
+    np.testing.assert_array_equal(sift["geo"][0], np.where(geo >= 1, geo - 1, 255))
+    nyud = layers.NYUDReader(r / "nyud", {"tops": ["color", "depth", "hha", "label"]})
+    s = nyud.sample("5001")
+    depth = np.array(Image.open(r / "nyud/data/depth/img_5001.png"), dtype=np.float32)
+    np.testing.assert_allclose(s["depth"][0], np.log(depth) - 7.844, atol=1e-5)
+    hha = np.array(Image.open(r / "nyud/data/hha/img_5001.png"), dtype=np.float32)
+    np.testing.assert_allclose(s["hha"], (hha - [132.431, 94.076, 118.477]).transpose(2, 0, 1),
+                               atol=1e-4)
+
+
+def every_data_net():
+    for name, model in sorted(nets.MODELS.items()):
+        for fname, phase in zip(model.files, (caffe.TRAIN, caffe.TEST)):
+            yield pytest.param(name, fname, phase, id=f"{name}/{fname}")
+
+
+@pytest.mark.parametrize("name,fname,phase", list(every_data_net()))
+def test_every_train_and_eval_net_runs_on_fixture_data(name, fname, phase, fixture_root,
+                                                       monkeypatch):
+    monkeypatch.setenv("FCN_DATA", str(fixture_root))
+    net = caffe.Net(str(REPO / name / fname), phase)
+    losses = [b for b in net.outputs if b.startswith("loss")]
+    out = net.forward()
+    net.backward()
+    for b in losses:
+        assert np.isfinite(out[b]) and out[b] > 0, (b, out[b])
+    assert net.blobs["score" + nets.MODELS[name].heads[0].suffix].data.shape[2:] == fixtures.SIZE
+    score_fr = next(k for k in net.params if k.startswith("score_fr"))
+    assert np.isfinite(net.params[score_fr][0].diff).all()
+
+
+# ---------------------------------------------------------------------------
+# Order: shuffled reproducibly in TRAIN, in file order in TEST
+
+
+def first_images(net, n):
+    out = []
+    for _ in range(n):
+        net.forward()
+        out.append(net.blobs["top0"].data.copy())
+    return out
+
+
+def order_key(images):
+    return [float(im.sum()) for im in images]
+
+
+def test_shuffle_is_reproducible_per_seed_and_eval_follows_the_file(fixture_root, tmp_path):
+    params = {"dir": str(fixture_root / "camvid"), "split": "train"}
+    a = data_net(tmp_path, "CamVidSegDataLayer", {**params, "seed": 1}, phase=caffe.TRAIN)
+    b = data_net(tmp_path, "CamVidSegDataLayer", {**params, "seed": 1}, phase=caffe.TRAIN)
+    ka, kb = order_key(first_images(a, 12)), order_key(first_images(b, 12))
+    assert ka == kb
+    orders = {tuple(order_key(first_images(
+        data_net(tmp_path, "CamVidSegDataLayer", {**params, "seed": s}, phase=caffe.TRAIN), 12)))
+        for s in range(2, 7)}
+    assert len(orders | {tuple(ka)}) > 1, "different seeds must give different orders"
+    # every epoch visits every image once
+    assert sorted(ka[:3]) == sorted(ka[3:6])
+
+    ev = data_net(tmp_path, "CamVidSegDataLayer", params, phase=caffe.TEST)
+    reader = layers.CamVidReader(fixture_root / "camvid")
+    want = [float(reader.load(i, "data").sum()) for i in reader.ids("train")]
+    assert order_key(first_images(ev, 6)) == want + want
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one line, naming the file
+
+
+def layer_error(tmp_path, layer, params, ntop=2):
+    with pytest.raises(Exception) as e:
+        net = data_net(tmp_path, layer, params, ntop)
+        net.forward()
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_bad_param_str_is_one_line(tmp_path):
+    n = caffe.NetSpec()
+    n.data, n.label = L.Python(module="layers", layer="VOCSegDataLayer", ntop=2,
+                               param_str="{'dir': 'x', 'split': 'y'}")
+    p = tmp_path / "n.prototxt"
+    p.write_text(str(n.to_proto()))
+    with pytest.raises(layers.DataError, match="param_str is not JSON"):
+        caffe.Net(str(p), caffe.TEST)
+    assert "lacks split" in layer_error(tmp_path, "VOCSegDataLayer", {"dir": "x"})
+    assert "unknown param_str keys mean" in layer_error(
+        tmp_path, "VOCSegDataLayer", {"dir": "x", "split": "y", "mean": [1, 2, 3]})
+    assert "tops must be chosen" in layer_error(
+        tmp_path, "NYUDSegDataLayer", {"dir": "x", "split": "y", "tops": ["rgb"]}, 1)
+
+
+def test_missing_root_split_or_image_names_the_path(fixture_root, tmp_path):
+    msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(tmp_path / "nope"), "split": "val"})
+    assert str(tmp_path / "nope") in msg and "JPEGImages" in msg
+    voc = fixture_root / "pascal/VOC2011"
+    msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(voc), "split": "test"})
+    assert str(voc / "ImageSets/Segmentation/test.txt") in msg and "expected" in msg
+    fixtures.write_list(voc / "ImageSets/Segmentation/ghost.txt", ["2099_000001"])
+    msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(voc), "split": "ghost"})
+    assert str(voc / "JPEGImages/2099_000001.jpg") in msg
+
+
+def broken_voc(root):
+    """A VOC folder with one of each problem, and one good image."""
+    rng = np.random.default_rng(5)
+    d = fixtures.make_voc(root, rng, train=(), val=("good", "small", "range", "trunc", "rgb"))
+    fixtures.save_palette_png(d / "SegmentationClass/small.png", np.zeros((5, 5), np.uint8))
+    fixtures.save_palette_png(d / "SegmentationClass/range.png",
+                              np.full(fixtures.SIZE, 30, np.uint8))
+    data = (d / "JPEGImages/trunc.jpg").read_bytes()
+    (d / "JPEGImages/trunc.jpg").write_bytes(data[: len(data) // 3])
+    Image.new("RGB", fixtures.SIZE[::-1]).save(d / "SegmentationClass/rgb.png")
+    fixtures.write_list(d / "ImageSets/Segmentation/seg11valid.txt",
+                        ["good", "small", "range", "trunc", "rgb", "missing"])
+    return d
+
+
+@pytest.mark.parametrize("bad,says", [
+    ("small", "sizes differ"), ("range", "outside 0..20"), ("trunc", "unreadable image"),
+    ("rgb", "is a RGB image")])
+def test_bad_examples_raise_an_error_naming_the_file(bad, says, tmp_path):
+    d = broken_voc(tmp_path)
+    fixtures.write_list(d / "ImageSets/Segmentation/one.txt", [bad])
+    msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(d), "split": "one"})
+    assert says in msg and bad in msg
+
+
+def test_check_reports_every_problem_at_once(tmp_path, capsys):
+    broken_voc(tmp_path)
+    rc = prepare.main(["check", "voc", "--root", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 1
+    problems = [l for l in out.out.splitlines() if l.startswith("problem:")]
+    for word in ("listed, the split has 736", "small", "range", "trunc", "rgb.png",
+                 "missing"):
+        assert any(word in p for p in problems), (word, problems)
+    assert "1 complete" in out.out
+
+
+def test_check_passes_on_the_shared_camvid(shared_data, capsys):
+    rc = prepare.main(["check", "camvid", "--root", str(shared_data),
+                       "--split", "train", "--split", "val"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "camvid train: 367 images, 367 complete" in out and "val: 101 images" in out
+
+
+def test_unknown_dataset_is_one_line(capsys):
+    assert prepare.main(["check", "kitti"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------
+# Download: a loopback server, never the network
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    files = {}
+    ranges = []
+
+    def do_GET(self):
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            self.ranges.append(rng)
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(body):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    RangeHandler.files, RangeHandler.ranges = {}, []
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def tar_of(folder, prefix):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(folder, arcname=prefix)
+    return buf.getvalue()
+
+
+def md5(b):
+    import hashlib
+    return "md5:" + hashlib.md5(b).hexdigest()
+
+
+def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, capsys):
+    httpd, url = server
+    src = tmp_path / "src"
+    rng = np.random.default_rng(1)
+    fixtures.make_sbdd(src, rng)
+    fixtures.make_voc(src, rng)
+    RangeHandler.files = {"/benchmark.tgz": tar_of(src / "sbdd/dataset",
+                                                    "benchmark_RELEASE/dataset"),
+                          "/VOCtrainval_25-May-2011.tar": tar_of(src / "pascal/VOC2011",
+                                                                 "TrainVal/VOCdevkit/VOC2011")}
+    root = tmp_path / "root"
+    # an interrupted earlier download: the first half of the VOC archive
+    voc_tar = RangeHandler.files["/VOCtrainval_25-May-2011.tar"]
+    (root / "downloads").mkdir(parents=True)
+    (root / "downloads/VOCtrainval_25-May-2011.tar.part").write_bytes(voc_tar[:len(voc_tar) // 2])
+
+    srcs = {d: [prepare.Source(f"{url}/{s.filename}", md5(RangeHandler.files["/" + s.filename]),
+                               s.dest, s.strip) for s in prepare.SOURCES[d]]
+            for d in ("sbdd", "voc")}
+    prepare.get("sbdd", root, srcs["sbdd"])
+    prepare.get("voc", root, srcs["voc"])
+    out = capsys.readouterr()
+    assert RangeHandler.ranges == [f"bytes={len(voc_tar) // 2}-"]
+    assert (root / "downloads/VOCtrainval_25-May-2011.tar").read_bytes() == voc_tar
+    assert "resuming" in out.out and "md5 verified" in out.out
+    assert "%" in out.err                                   # the progress bar
+    assert (root / "sbdd/dataset/cls/2008_000010.mat").is_file()
+    assert (root / "pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read_text().split() \
+        == ["2008_000004", "2008_000005"]
+    # a second run downloads nothing and unpacks nothing
+    prepare.get("voc", root, srcs["voc"])
+    assert "already unpacked" in capsys.readouterr().out and len(RangeHandler.ranges) == 1
+
+
+def test_download_with_a_wrong_checksum_is_refused(server, tmp_path):
+    httpd, url = server
+    RangeHandler.files = {"/a.tar": b"x" * 1000}
+    with pytest.raises(layers.DataError, match="checksum mismatch for a.tar"):
+        prepare.download(f"{url}/a.tar", tmp_path / "a.tar", "md5:" + "0" * 32)
+    assert not (tmp_path / "a.tar").exists() and not (tmp_path / "a.tar.part").exists()
+
+
+def test_download_failure_is_one_line(server, tmp_path):
+    httpd, url = server
+    with pytest.raises(layers.DataError, match="HTTP 404"):
+        prepare.download(f"{url}/missing.tar", tmp_path / "m.tar")
+
+
+def test_unpack_refuses_members_outside_the_folder(tmp_path):
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as t:
+        info = tarfile.TarInfo("../evil.txt")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(layers.DataError, match="outside the archive"):
+        prepare.unpack(bad, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+README_DIRS = {"voc": "pascal", "sbdd": "sbdd", "nyud": "nyud", "siftflow": "sift-flow",
+               "pascalcontext": "pascal-context", "camvid": "camvid"}
+
+
+@pytest.mark.parametrize("dataset", sorted(prepare.SOURCES))
+def test_each_dataset_readme_names_its_sources_and_checksums(dataset):
+    text = (REPO / "data" / README_DIRS[dataset] / "README.md").read_text()
+    for src in prepare.SOURCES[dataset]:
+        if src.archive:
+            assert src.url in text, src.url
+            if src.checksum:
+                assert src.checksum.split(":")[1] in text
