@@ -432,7 +432,8 @@ class SegDataLayer(_LayerBase):
         return self.ids[self.order[self.pos]]
 
     def reshape(self, bottom, top):
-        sample = self.reader.sample(self.current_id, self.top_names)
+        self.last_id = self.current_id           # the example the tops hold (scoring names files by it)
+        sample = self.reader.sample(self.last_id, self.top_names)
         self.blobs_now = [sample[t] for t in self.top_names]
         for i, a in enumerate(self.blobs_now):      # (top is not iterable from Python)
             top[i].reshape(1, *a.shape)

@@ -321,8 +321,25 @@ class Model:
     max_iter: int = 100000
     snapshot: Optional[int] = 4000
     caffemodel_url: Optional[str] = None
-    init: str = ""                           # where training starts from (README / solve.py)
+    # Where training starts (solve.py): ("classifier", backbone) = the backbone's FCN
+    # initialisation made by surgery.py; ("model", name) = that model trained;
+    # ("streams", (a, b)) = one trained model per stream of a late-fusion net.
+    init_from: Tuple = ("classifier", "vgg16")
+    test_interval: int = 4000                # solve.py scores this often (the release's step)
     unconfirmed: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def released_weights(self):
+        """Where the released caffemodel goes (None if there is none)."""
+        if not self.caffemodel_url:
+            return None
+        return self.dir / self.caffemodel_url.rsplit("/", 1)[1]
+
+    def trained_weights(self):
+        """Candidate weights of this model trained: our training's result first,
+        then the released caffemodel."""
+        out = [REPO / "out" / self.name / "final.caffemodel"]
+        return out + ([self.released_weights] if self.released_weights else [])
 
     @property
     def dir(self):
@@ -359,7 +376,7 @@ VOC = dict(train=Data("sbdd", "train"), eval=Data("voc", "seg11valid"),
            files=("train.prototxt", "val.prototxt"))
 NYUD = dict(train=Data("nyud", "trainval"), eval=Data("nyud", "test"),
             files=("trainval.prototxt", "test.prototxt"), heads=(Head("", 40, "label"),),
-            max_iter=300000, snapshot=2000)
+            max_iter=300000, snapshot=2000, test_interval=2000)
 SIFTFLOW = dict(train=Data("siftflow", "trainval"), eval=Data("siftflow", "test"),
                 files=("trainval.prototxt", "test.prototxt"),
                 heads=(Head("_sem", 33, "sem"), Head("_geo", 3, "geo")),
@@ -368,55 +385,87 @@ CONTEXT = dict(train=Data("pascalcontext", "train"), eval=Data("pascalcontext", 
                files=("train.prototxt", "val.prototxt"), heads=(Head("", 60, "label"),),
                max_iter=300000)
 DL = "http://dl.caffe.berkeleyvision.org/"
-VGG_INIT = "the VGG-16 FCN initialisation (surgery from ilsvrc-nets/VGG_ILSVRC_16_layers)"
 
 MODELS = {m.name: m for m in [
-    Model("voc-fcn32s", **VOC, base_lr=1e-10, caffemodel_url=DL + "fcn32s-heavy-pascal.caffemodel",
-          init=VGG_INIT),
+    Model("voc-fcn32s", **VOC, base_lr=1e-10, caffemodel_url=DL + "fcn32s-heavy-pascal.caffemodel"),
     Model("voc-fcn16s", **VOC, stride=16, base_lr=1e-12,
-          caffemodel_url=DL + "fcn16s-heavy-pascal.caffemodel", init="trained voc-fcn32s"),
+          caffemodel_url=DL + "fcn16s-heavy-pascal.caffemodel", init_from=("model", "voc-fcn32s")),
     Model("voc-fcn8s", **VOC, stride=8, base_lr=1e-14,
-          caffemodel_url=DL + "fcn8s-heavy-pascal.caffemodel", init="trained voc-fcn16s"),
+          caffemodel_url=DL + "fcn8s-heavy-pascal.caffemodel", init_from=("model", "voc-fcn16s")),
     Model("voc-fcn8s-atonce", **{**VOC, "max_iter": 300000}, stride=8, atonce=True,
-          base_lr=1e-10, caffemodel_url=DL + "fcn8s-atonce-pascal.caffemodel", init=VGG_INIT),
+          base_lr=1e-10, caffemodel_url=DL + "fcn8s-atonce-pascal.caffemodel"),
     Model("voc-fcn-alexnet", **VOC, backbone="caffenet", normalize=True, upscore_kernel=63,
           base_lr=1e-4, momentum=0.9, iter_size=20,
           caffemodel_url=DL + "fcn-alexnet-pascal.caffemodel",
-          init="the CaffeNet FCN initialisation (surgery from "
-               "ilsvrc-nets/bvlc_reference_caffenet)"),
+          init_from=("classifier", "caffenet")),
     Model("nyud-fcn32s-color", **NYUD, base_lr=1e-10,
-          caffemodel_url=DL + "nyud-fcn32s-color-heavy.caffemodel", init=VGG_INIT,
+          caffemodel_url=DL + "nyud-fcn32s-color-heavy.caffemodel",
           unconfirmed=("solver",)),
     Model("nyud-fcn32s-hha", **NYUD, modality="hha", base_lr=1e-10,
-          caffemodel_url=DL + "nyud-fcn32s-hha-heavy.caffemodel", init=VGG_INIT),
+          caffemodel_url=DL + "nyud-fcn32s-hha-heavy.caffemodel"),
     Model("nyud-fcn32s-color-d", **NYUD, modality="color-d", base_lr=1e-10,
-          init=VGG_INIT + ", conv1_1_bgrd from conv1_1 plus a depth channel",
           unconfirmed=("solver", "caffemodel-url")),
     Model("nyud-fcn32s-color-hha", **NYUD, modality="color-hha", base_lr=1e-12,
           caffemodel_url=DL + "nyud-fcn32s-color-hha-heavy.caffemodel",
-          init="trained nyud-fcn32s-color and nyud-fcn32s-hha, one per stream"),
+          init_from=("streams", ("nyud-fcn32s-color", "nyud-fcn32s-hha"))),
     Model("siftflow-fcn32s", **SIFTFLOW, base_lr=1e-10,
-          caffemodel_url=DL + "siftflow-fcn32s-heavy.caffemodel", init=VGG_INIT),
+          caffemodel_url=DL + "siftflow-fcn32s-heavy.caffemodel"),
     Model("siftflow-fcn16s", **SIFTFLOW, stride=16, base_lr=1e-12,
-          caffemodel_url=DL + "siftflow-fcn16s-heavy.caffemodel", init="trained siftflow-fcn32s"),
+          caffemodel_url=DL + "siftflow-fcn16s-heavy.caffemodel", init_from=("model", "siftflow-fcn32s")),
     Model("siftflow-fcn8s", **SIFTFLOW, stride=8, base_lr=1e-14,
-          caffemodel_url=DL + "siftflow-fcn8s-heavy.caffemodel", init="trained siftflow-fcn16s",
+          caffemodel_url=DL + "siftflow-fcn8s-heavy.caffemodel",
+          init_from=("model", "siftflow-fcn16s"),
           unconfirmed=("solver",)),
     Model("pascalcontext-fcn32s", **CONTEXT, base_lr=1e-10,
-          caffemodel_url=DL + "pascalcontext-fcn32s-heavy.caffemodel", init=VGG_INIT),
+          caffemodel_url=DL + "pascalcontext-fcn32s-heavy.caffemodel"),
     Model("pascalcontext-fcn16s", **CONTEXT, stride=16, base_lr=1e-12,
           caffemodel_url=DL + "pascalcontext-fcn16s-heavy.caffemodel",
-          init="trained pascalcontext-fcn32s"),
+          init_from=("model", "pascalcontext-fcn32s")),
     Model("pascalcontext-fcn8s", **CONTEXT, stride=8, base_lr=1e-14,
           caffemodel_url=DL + "pascalcontext-fcn8s-heavy.caffemodel",
-          init="trained pascalcontext-fcn16s"),
+          init_from=("model", "pascalcontext-fcn16s")),
 ]}
 
-# The classifiers the FCNs are cut from: file name -> (backbone, input size).
-CLASSIFIERS = {
-    "VGG_ILSVRC_16_layers_deploy.prototxt": ("vgg16", (224, 224)),
-    "bvlc_reference_caffenet_deploy.prototxt": ("caffenet", (227, 227)),
-}
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """An ILSVRC classifier the FCNs are cut from, and its files in ilsvrc-nets/."""
+    backbone: str
+    proto: str
+    weights: str
+    url: str
+    sha1: str
+    input_hw: Tuple[int, int]
+    fcn_init: str                            # what surgery.py makes from it
+
+    @property
+    def dir(self):
+        return REPO / "ilsvrc-nets"
+
+
+CLASSIFIERS = {c.backbone: c for c in [
+    Classifier("vgg16", "VGG_ILSVRC_16_layers_deploy.prototxt", "VGG_ILSVRC_16_layers.caffemodel",
+               "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
+               "VGG_ILSVRC_16_layers.caffemodel",
+               "9363e1f6d65f7dba68c4f27a1e62105cdf6c4e24", (224, 224), "vgg16-fcn.caffemodel"),
+    Classifier("caffenet", "bvlc_reference_caffenet_deploy.prototxt",
+               "bvlc_reference_caffenet.caffemodel",
+               DL + "bvlc_reference_caffenet.caffemodel",
+               "4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46", (227, 227), "caffenet-fcn.caffemodel"),
+]}
+
+
+def fcn_backbone(backbone, input_hw=(500, 500)):
+    """Only the backbone in fully convolutional form (conv1 ... fc7, conv1 padded by
+    100): the net of the FCN initialisations, which every FCN of that backbone
+    loads by name whatever its heads."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, *input_hw]))
+    BACKBONE_FNS[backbone](n, n.data)
+    proto = n.to_proto()
+    proto.layer[0].name = "input"
+    return proto
 
 
 # ---------------------------------------------------------------------------
@@ -453,7 +502,7 @@ def model_files(model):
 
 
 def classifier_files():
-    return {name: HEADER + str(classifier(bb, hw)) for name, (bb, hw) in CLASSIFIERS.items()}
+    return {c.proto: HEADER + str(classifier(c.backbone, c.input_hw)) for c in CLASSIFIERS.values()}
 
 
 def all_files():

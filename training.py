@@ -1,14 +1,361 @@
-"""Training entry point behind every model directory's solve.py.
+"""Training behind every model directory's solve.py.
 
-The training loop (surgery-initialised weights, scoring on the evaluation split,
-snapshots, progress) is not implemented yet; until it is, solve.py says so.
+    python voc-fcn8s/solve.py [--gpu N] [--weights W] [--iters N] [--test-interval N]
+                              [--data-root R] [--out D] [--resume SOLVERSTATE]
+
+As in the release: start from the model's initialisation (the classifier's FCN
+form for 32s / at-once / AlexNet, the trained coarser net for 16s and 8s, the
+trained single-modality nets for late fusion), fix every deconvolution to
+bilinear interpolation, and train with the model's solver, scoring the
+evaluation split every ``--test-interval`` iterations. Everything a run makes
+goes to ``--out`` (default out/<model>/): solver.prototxt, train_log.jsonl
+(smoothed loss), metrics.jsonl (one record per scoring), progress.png, the
+latest snapshots in snapshots/ and final.caffemodel at the end. Ctrl-C stops
+after the current iteration with a snapshot; --resume continues from one.
 """
+import argparse
+import json
+import os
+import signal
 import sys
+import time
+from collections import deque
 from pathlib import Path
+
+import cli
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+KEEP_SNAPSHOTS = 3
+
+
+def parse_args(name, argv):
+    p = argparse.ArgumentParser(prog=f"{name}/solve.py", description=f"Train {name}.")
+    p.add_argument("--gpu", type=int, help="GPU id (this Caffe is CPU-only; refused)")
+    p.add_argument("--weights", help="initial weights (default: the model's initialisation; "
+                                     "two comma-separated files for late fusion)")
+    p.add_argument("--iters", type=int, default=100000, help="train until this iteration")
+    p.add_argument("--test-interval", type=int, help="score every N iterations")
+    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/)")
+    p.add_argument("--out", help=f"output folder (default: out/{name})")
+    p.add_argument("--resume", help="a .solverstate written by an earlier run")
+    p.add_argument("--display", type=int, default=20,
+                   help="progress line and loss record every N iterations")
+    return p.parse_args(argv)
 
 
 def main(model_dir, argv):
     name = Path(model_dir).name
-    print(f"{name}/solve.py: training is not implemented yet; the nets of {name}/ are "
-          f"ready (train/val/deploy prototxts, solver.prototxt)", file=sys.stderr)
-    return 2
+    return cli.run(lambda a: train(name, a), argv, prog=f"{name}/solve.py")
+
+
+# ---------------------------------------------------------------------------
+# Initial weights
+
+
+def first_existing(paths):
+    return next((p for p in paths if p and Path(p).is_file()), None)
+
+
+def missing_trained(source):
+    m = source.released_weights
+    got = f" or put the released weights ({source.caffemodel_url}) at {rel(m)}" if m else ""
+    return (f"train {source.name} first (python {source.name}/solve.py writes "
+            f"{rel(source.trained_weights()[0])}){got}")
+
+
+def rel(p):
+    try:
+        return str(Path(p).resolve().relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
+def initial_weights(model, given):
+    """[(weights path, how it is used)] for the model's initialisation; one line if
+    a file is missing, naming it and how to make or get it."""
+    import nets
+    kind, what = model.init_from
+    if kind == "streams":
+        files = given.split(",") if given else [first_existing(nets.MODELS[s].trained_weights())
+                                                for s in what]
+        if len(files) != len(what):
+            raise cli.UserError(f"--weights for {model.name} takes two files, "
+                                f"'{what[0]}.caffemodel,{what[1]}.caffemodel'")
+        for f, s in zip(files, what):
+            if f is None:
+                raise cli.UserError(f"missing initial weights for the {s} stream: "
+                                    + missing_trained(nets.MODELS[s]))
+        return list(zip(files, what))
+    if given:
+        return [(given, "given")]
+    if kind == "classifier":
+        c = nets.CLASSIFIERS[what]
+        path = c.dir / c.fcn_init
+        if not path.is_file():
+            raise cli.UserError(
+                f"missing initial weights {rel(path)}: make them with 'python surgery.py {what}' "
+                f"from {rel(c.dir / c.weights)} (download: {c.url})")
+        return [(path, kind)]
+    source = nets.MODELS[what]
+    path = first_existing(source.trained_weights())
+    if path is None:
+        raise cli.UserError(f"missing initial weights for {model.name}: {missing_trained(source)}")
+    return [(path, kind)]
+
+
+def initialise(net, model, weights):
+    """Load the initial weights into the training net, by layer name."""
+    import caffemodel
+    import nets
+    import surgery
+    for path, how in weights:
+        path = Path(path)
+        if how in nets.MODELS:                                   # a late-fusion stream
+            src_model = nets.MODELS[how]
+            src = surgery.net_from_proto(src_model.net("deploy"), path)
+            surgery.transplant(net, src, suffix=src_model.modality)
+            del src
+            continue
+        shapes = caffemodel.read_shapes(path)
+        if model.modality == "color-d" and "conv1_1_bgrd" not in shapes:
+            # from the colour backbone: everything but conv1, then conv1 + a depth channel
+            src = surgery.net_from_proto(nets.fcn_backbone(model.backbone), path)
+            surgery.transplant(net, src)
+            surgery.color_depth_conv1(net, src)
+            del src
+            continue
+        shared = caffemodel.check_fits(path, net)
+        net.copy_from(str(path))
+        print(f"initialised {len(shared)} layers from {rel(path)}")
+
+
+# ---------------------------------------------------------------------------
+# Solver, snapshots, logs
+
+
+def make_solver(model, out, display):
+    """An SGDSolver from the model's solver.prototxt, with absolute net paths and
+    snapshots going to a scratch folder (snapshot() moves them into place)."""
+    import caffe
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    s = text_format.Parse((model.dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    s.train_net = str(model.dir / model.files[0])
+    del s.test_net[:]
+    s.test_net.append(str(model.dir / model.files[1]))
+    (out / ".snapshot-tmp").mkdir(parents=True, exist_ok=True)   # Caffe CHECKs it is writable
+    s.snapshot_prefix = str(out / ".snapshot-tmp" / "train")
+    s.display = 0
+    path = out / "solver.prototxt"
+    path.write_text(str(s))
+    caffe.set_mode_cpu()
+    return caffe.SGDSolver(str(path))
+
+
+def snapshot(solver, out):
+    """Caffe's snapshot, made atomic: written to a scratch folder, then each file is
+    renamed into out/snapshots/ (the state is rewritten to point at the moved
+    weights). Keeps the last KEEP_SNAPSHOTS; returns the .solverstate path."""
+    from caffe.proto import caffe_pb2
+    scratch, final = out / ".snapshot-tmp", out / "snapshots"
+    scratch.mkdir(parents=True, exist_ok=True)
+    final.mkdir(exist_ok=True)
+    solver.snapshot()
+    stem = f"train_iter_{solver.iter}"
+    model_path = final / f"{stem}.caffemodel"
+    os.replace(scratch / f"{stem}.caffemodel", model_path)
+    state = caffe_pb2.SolverState()
+    state.ParseFromString((scratch / f"{stem}.solverstate").read_bytes())
+    state.learned_net = str(model_path)
+    tmp = scratch / f"{stem}.solverstate.rewritten"
+    tmp.write_bytes(state.SerializeToString())
+    state_path = final / f"{stem}.solverstate"
+    os.replace(tmp, state_path)
+    (scratch / f"{stem}.solverstate").unlink()
+    states = sorted(final.glob("train_iter_*.solverstate"),
+                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    for old in states[:-KEEP_SNAPSHOTS]:
+        old.unlink()
+        old.with_suffix(".caffemodel").unlink(missing_ok=True)
+    return state_path
+
+
+def check_solverstate(path):
+    from caffe.proto import caffe_pb2
+    path = Path(path)
+    if not path.is_file():
+        raise cli.UserError(f"--resume: {path} not found")
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(path.read_bytes())
+    except Exception:
+        raise cli.UserError(f"--resume: {path} is not a Caffe .solverstate") from None
+    if state.learned_net and not Path(state.learned_net).is_file():
+        raise cli.UserError(f"--resume: {path} refers to {state.learned_net}, which is missing")
+    return state.iter
+
+
+def append_jsonl(path, record):
+    import score
+    with open(path, "a") as f:
+        f.write(json.dumps(score.json_safe(record)) + "\n")
+
+
+def read_jsonl(path):
+    if not Path(path).is_file():
+        return []
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def plot(out, title):
+    """progress.png: smoothed loss and mean IU over iterations, from the logs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    losses, scores = read_jsonl(out / "train_log.jsonl"), read_jsonl(out / "metrics.jsonl")
+    fig, (a, b) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    if losses:
+        a.plot([r["iter"] for r in losses], [r["loss"] for r in losses], lw=1)
+    a.set_ylabel("training loss (smoothed)")
+    a.set_title(title)
+    if scores:
+        b.plot([r["iter"] for r in scores], [100 * (r["mean_iu"] or 0) for r in scores], "o-")
+    b.set_ylabel("mean IU (%)")
+    b.set_xlabel("iteration")
+    fig.tight_layout()
+    tmp = out / ".progress.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out / "progress.png")
+
+
+def fmt_time(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """Iteration rate, smoothed loss and ETA on one line (redrawn on a terminal)."""
+
+    def __init__(self, start, total, window=20):
+        self.start, self.total, self.t0 = start, total, time.time()
+        self.losses = deque(maxlen=window)
+        self.tty = sys.stdout.isatty()
+
+    def add(self, loss):
+        self.losses.append(loss)
+
+    @property
+    def smoothed(self):
+        return float(np.mean(self.losses)) if self.losses else float("nan")
+
+    def line(self, it):
+        done = it - self.start
+        rate = done / max(time.time() - self.t0, 1e-9)
+        eta = (self.total - it) / rate if rate > 0 else float("inf")
+        return (f"iter {it}/{self.total} | {rate:.2f} it/s | loss {self.smoothed:.4g} "
+                f"(mean of {len(self.losses)}) | ETA {fmt_time(eta) if eta != float('inf') else '?'}")
+
+    def show(self, it):
+        print(("\r" + self.line(it)) if self.tty else self.line(it), end="" if self.tty else "\n",
+              flush=True)
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+
+def train(name, argv):
+    import nets
+    import score
+    import surgery
+    args = parse_args(name, argv)
+    model = nets.MODELS[name]
+    cli.require_cpu(args.gpu)
+    for flag in ("iters", "test_interval", "display"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
+    interval = args.test_interval or model.test_interval
+    out = Path(args.out).resolve() if args.out else REPO / "out" / name
+    out.mkdir(parents=True, exist_ok=True)
+    if args.data_root:
+        root = Path(args.data_root).resolve()
+        if not root.is_dir():
+            raise cli.UserError(f"--data-root {args.data_root}: no such folder")
+        os.environ["FCN_DATA"] = str(root)            # the data layers read it at setup
+
+    resume_iter = check_solverstate(args.resume) if args.resume else None
+    weights = None if args.resume else initial_weights(model, args.weights)
+    import caffemodel
+    for path, _ in weights or []:
+        caffemodel.read_shapes(path)           # missing or damaged: say so before building nets
+    if resume_iter is not None and resume_iter >= args.iters:
+        raise cli.UserError(f"--resume: the state is at iteration {resume_iter}, "
+                            f"not before --iters {args.iters}")
+
+    solver = make_solver(model, out, args.display)
+    if args.resume:
+        solver.restore(str(Path(args.resume).resolve()))
+        print(f"resumed from {rel(args.resume)} at iteration {solver.iter}")
+    else:
+        initialise(solver.net, model, weights)
+    surgery.interp(solver.net)           # fixed bilinear upsampling (lr_mult 0)
+    test_net = solver.test_nets[0]
+    test_net.share_with(solver.net)
+    heads = score.heads_of(model)
+    n_eval = len(test_net.layers[0].ids)
+    losses = [b for b in solver.net.outputs if b.startswith("loss")]
+
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        print("\nCtrl-C: stopping after this iteration with a snapshot "
+              "(Ctrl-C again to quit without one)", flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = Progress(solver.iter, args.iters)
+    print(f"training {name} from iteration {solver.iter} to {args.iters}, scoring "
+          f"{model.eval.split} ({n_eval} images) every {interval}; output in {rel(out)}",
+          flush=True)
+    try:
+        while solver.iter < args.iters and not stop["asked"]:
+            solver.step(1)
+            it = solver.iter
+            bar.add(sum(float(solver.net.blobs[b].data) for b in losses))
+            if it % args.display == 0 or it == args.iters:
+                bar.show(it)
+                append_jsonl(out / "train_log.jsonl", {"iter": it, "loss": bar.smoothed})
+            if it % interval == 0 or it == args.iters:
+                if bar.tty:
+                    print()
+                t = time.time()
+                hists, eval_loss = score.score_net(test_net, heads, n_eval)
+                results = {label: score.metrics(hists[s]) for s, label, _, _ in heads}
+                first = results[model.heads[0].label]
+                record = {"iter": it, "train_loss": bar.smoothed, "eval_loss": eval_loss,
+                          **first, "n_images": n_eval, "score_s": round(time.time() - t, 1)}
+                if len(heads) > 1:
+                    record["heads"] = results
+                append_jsonl(out / "metrics.jsonl", record)
+                print(f"iter {it} | {model.eval.split}: " + score.format_metrics(first)
+                      + "".join(f" | {k}: mean IU {100 * v['mean_iu']:.2f}"
+                                for k, v in list(results.items())[1:]), flush=True)
+                plot(out, f"{name}")
+                snapshot(solver, out)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop["asked"]:
+        state = snapshot(solver, out)
+        plot(out, name)
+        print(f"stopped at iteration {solver.iter}; snapshot {rel(state)}; resume with: "
+              f"python {name}/solve.py --resume {rel(state)}", file=sys.stderr)
+        return 130
+    final = surgery.save_atomic(solver.net, out / "final.caffemodel")
+    print(f"done: iteration {solver.iter}; weights {rel(final)}; metrics "
+          f"{rel(out / 'metrics.jsonl')}; plot {rel(out / 'progress.png')}")
+    return 0

@@ -24,3 +24,37 @@ def shared_data():
     if not d.is_dir():
         pytest.skip(f"SHARED DATA MISSING: {d} not found (set FCN_SHARED to the shared folder)")
     return d
+
+
+def fill_random(net, seed=0, scale=0.01):
+    """Random weights, cheaply: a million normal draws tiled over each param."""
+    import numpy as np
+    base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32) * scale
+    for params in net.params.values():
+        for i, p in enumerate(params):
+            p.data.flat[:] = np.resize(np.roll(base, i + p.data.size), p.data.size)
+
+
+@pytest.fixture(scope="session")
+def alexnet_weights(tmp_path_factory):
+    """voc-fcn-alexnet weights (random, bilinear upsampling): the smallest FCN of the
+    zoo, for tests of the CLIs that need a real caffemodel."""
+    import caffe
+    import surgery
+    net = caffe.Net(str(REPO / "voc-fcn-alexnet/deploy.prototxt"), caffe.TEST)
+    fill_random(net, seed=3, scale=0.05)
+    surgery.interp(net)
+    path = tmp_path_factory.mktemp("weights") / "fcn-alexnet-random.caffemodel"
+    net.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory):
+    """Every dataset in its raw format, derived, under one data root."""
+    import fixtures
+    import prepare
+    root = fixtures.make_all(tmp_path_factory.mktemp("data"))
+    for d in ("voc", "nyud", "siftflow", "pascalcontext"):
+        prepare.derive(d, root)
+    return root

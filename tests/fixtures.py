@@ -10,20 +10,9 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
+import score
+
 SIZE = (20, 28)     # H, W: small enough for VGG-16 forward/backward in a test
-
-
-def voc_palette():
-    pal = np.zeros((256, 3), np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = r, g, b
-    return pal
 
 
 def save_jpg(path, rng, size=SIZE):
@@ -35,7 +24,7 @@ def save_jpg(path, rng, size=SIZE):
 def save_palette_png(path, label):
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.frombytes("P", label.shape[::-1], np.ascontiguousarray(label, np.uint8).tobytes())
-    im.putpalette(voc_palette().tobytes())
+    im.putpalette(score.palette().tobytes())
     im.save(path)
 
 

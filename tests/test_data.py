@@ -84,12 +84,9 @@ def test_camvid_pairs_through_the_camvid_layer(shared_data, tmp_path):
 # Fixtures: derive, then every net of the zoo on them
 
 
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory):
-    root = fixtures.make_all(tmp_path_factory.mktemp("data"))
-    for d in ("voc", "nyud", "siftflow", "pascalcontext"):
-        prepare.derive(d, root)
-    return root
+@pytest.fixture
+def fixture_root(fixture_data):
+    return fixture_data
 
 
 def test_derived_splits_and_labels(fixture_root):

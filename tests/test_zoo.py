@@ -14,7 +14,7 @@ import caffe
 from caffe.proto import caffe_pb2
 
 import nets
-from conftest import REPO
+from conftest import REPO, fill_random
 from datasets import DATASETS
 
 caffe.set_mode_cpu()
@@ -57,19 +57,11 @@ def test_committed_files_equal_what_the_builder_makes_today():
 def classifier_shapes():
     """Param name -> shapes of the ILSVRC classifiers' deploy nets."""
     out = {}
-    for fname, (backbone, _) in nets.CLASSIFIERS.items():
-        net = caffe.Net(str(REPO / "ilsvrc-nets" / fname), caffe.TEST)
+    for backbone, c in nets.CLASSIFIERS.items():
+        net = caffe.Net(str(c.dir / c.proto), caffe.TEST)
         out[backbone] = {k: [tuple(b.data.shape) for b in v] for k, v in net.params.items()}
         del net
     return out
-
-
-def fill_random(net, seed=0):
-    """Random weights, cheaply: a million normal draws tiled over each param."""
-    base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32) * 0.01
-    for params in net.params.values():
-        for i, p in enumerate(params):
-            p.data.flat[:] = np.resize(np.roll(base, i + p.data.size), p.data.size)
 
 
 def outputs(model):
@@ -255,3 +247,9 @@ def test_nets_cli_unknown_model_is_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "unknown model 'voc-fcn4s'" in r.stderr
     r = run_py(REPO / "nets.py", "--check", cwd=tmp_path)
     assert r.returncode == 0, r.stdout
+
+
+def test_ilsvrc_readme_names_each_classifier_source():
+    text = (REPO / "ilsvrc-nets/README.md").read_text()
+    for c in nets.CLASSIFIERS.values():
+        assert c.url in text and c.sha1 in text and c.weights in text and c.proto in text

@@ -1,0 +1,180 @@
+"""Read a caffemodel's layer names and blob shapes without loading its weights.
+
+Caffe aborts the whole process (a failed CHECK) when a caffemodel is missing,
+truncated or does not fit the net it is copied into. The CLIs call
+``check_fits`` first: it walks the protobuf wire format, reading only field
+headers and shapes and seeking past the weight arrays, so a 540 MB file is
+checked in milliseconds. Both the current format (``layer``, field 100) and the
+V1 format of 2014-era models such as VGG-16 (``layers``, field 2) are read.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class WeightsError(Exception):
+    """A caffemodel that is missing, unreadable or does not fit a net; one line."""
+
+
+# field numbers (caffe.proto)
+NET_LAYER, NET_LAYERS_V1 = 100, 2
+LAYER_NAME, LAYER_BLOBS = 1, 7
+V1_NAME, V1_BLOBS = 4, 6
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH, BLOB_SHAPE = 1, 2, 3, 4, 7
+BLOB_DATA, BLOB_DOUBLE_DATA = 5, 8
+SHAPE_DIM = 1
+
+
+class _Reader:
+    def __init__(self, f, size):
+        self.f, self.size = f, size
+
+    def varint(self, end):
+        shift = result = 0
+        while True:
+            if self.f.tell() >= end:
+                raise EOFError
+            b = self.f.read(1)
+            if not b:
+                raise EOFError
+            result |= (b[0] & 0x7F) << shift
+            if not b[0] & 0x80:
+                return result
+            shift += 7
+            if shift > 63:
+                raise ValueError("varint too long")
+
+    def fields(self, end):
+        """(field number, wire type, value or (start, length)) up to ``end``."""
+        while self.f.tell() < end:
+            key = self.varint(end)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                yield field, wire, self.varint(end)
+            elif wire == 1 or wire == 5:
+                n = 8 if wire == 1 else 4
+                self.skip(n, end)
+                yield field, wire, None
+            elif wire == 2:
+                length = self.varint(end)
+                start = self.f.tell()
+                if start + length > end:
+                    raise EOFError
+                yield field, wire, (start, length)
+                self.f.seek(start + length)
+            else:
+                raise ValueError(f"unknown wire type {wire}")
+
+    def skip(self, n, end):
+        if self.f.tell() + n > end:
+            raise EOFError
+        self.f.seek(n, os.SEEK_CUR)
+
+    def string(self, span):
+        self.f.seek(span[0])
+        return self.f.read(span[1]).decode("utf-8", "replace")
+
+    def packed_varints(self, span):
+        self.f.seek(span[0])
+        end, out = span[0] + span[1], []
+        while self.f.tell() < end:
+            out.append(self.varint(end))
+        return out
+
+
+def _blob_shape(r, span):
+    """(shape, number of stored values) of one BlobProto."""
+    end = span[0] + span[1]
+    r.f.seek(span[0])
+    legacy, dims, stored = {}, None, 0
+    for field, wire, value in list(r.fields(end)):
+        if field in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and wire == 0:
+            legacy[field] = value
+        elif field == BLOB_DATA:
+            stored += value[1] // 4 if wire == 2 else 1
+        elif field == BLOB_DOUBLE_DATA:
+            stored += value[1] // 8 if wire == 2 else 1
+        elif field == BLOB_SHAPE and wire == 2:
+            here = r.f.tell()
+            r.f.seek(value[0])
+            dims = []
+            for f2, w2, v2 in list(r.fields(value[0] + value[1])):
+                if f2 == SHAPE_DIM:
+                    dims += r.packed_varints(v2) if w2 == 2 else [v2]
+            r.f.seek(here)
+    if dims is None:
+        # legacy 4-D blobs: num, channels, height, width (0 when unset, as in Caffe)
+        dims = [legacy.get(k, 0) for k in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)]
+    return tuple(dims), stored
+
+
+def read_shapes(path):
+    """{layer name: [blob shape, ...]} for every layer with blobs, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    size = path.stat().st_size
+    out = {}
+    try:
+        with open(path, "rb") as f:
+            r = _Reader(f, size)
+            for field, wire, value in list(r.fields(size)):
+                if wire != 2 or field not in (NET_LAYER, NET_LAYERS_V1):
+                    continue
+                name_f, blobs_f = (LAYER_NAME, LAYER_BLOBS) if field == NET_LAYER \
+                    else (V1_NAME, V1_BLOBS)
+                f.seek(value[0])
+                name, blob_spans = None, []
+                for f2, w2, v2 in list(r.fields(value[0] + value[1])):
+                    if f2 == name_f and w2 == 2:
+                        name = v2
+                    elif f2 == blobs_f and w2 == 2:
+                        blob_spans.append(v2)
+                if name is not None and blob_spans:
+                    layer = r.string(name)
+                    blobs = [_blob_shape(r, s) for s in blob_spans]
+                    for shape, stored in blobs:
+                        if stored != int(np.prod(shape, dtype=np.int64)):
+                            raise WeightsError(f"{path}: layer {layer} stores {stored} values "
+                                               f"for a blob of shape {list(shape)}; the file "
+                                               "is damaged")
+                    out[layer] = [shape for shape, _ in blobs]
+    except (EOFError, ValueError):
+        raise WeightsError(f"{path} is truncated or not a caffemodel ({size} bytes)") from None
+    except OSError as e:
+        raise WeightsError(f"cannot read {path}: {e.strerror}") from None
+    if not out:
+        raise WeightsError(f"{path} holds no layer weights; is it a caffemodel?")
+    return out
+
+
+def _same(net_shape, file_shape):
+    """Caffe's rule: equal shapes, or a legacy 4-D shape equal to the net's shape
+    padded with leading 1s."""
+    net_shape = tuple(net_shape)
+    if net_shape == tuple(file_shape):
+        return True
+    if len(file_shape) == 4 and len(net_shape) <= 4:
+        return (1,) * (4 - len(net_shape)) + net_shape == tuple(file_shape)
+    return False
+
+
+def check_fits(path, net):
+    """Raise WeightsError unless Caffe's copy_from(path) into ``net`` will succeed:
+    every layer both share must have the same number and shapes of blobs, and they
+    must share at least one layer. Returns the shared layer names."""
+    shapes = read_shapes(path)
+    shared = [k for k in net.params if k in shapes]
+    if not shared:
+        raise WeightsError(f"{path} shares no layer with the net (file has "
+                           f"{', '.join(list(shapes)[:4])}...; net has "
+                           f"{', '.join(list(net.params)[:4])}...)")
+    for k in shared:
+        mine = [tuple(b.data.shape) for b in net.params[k]]
+        theirs = shapes[k]
+        if len(mine) != len(theirs) or not all(_same(a, b) for a, b in zip(mine, theirs)):
+            raise WeightsError(f"{path} does not fit the net: layer {k} has blobs "
+                               f"{[list(s) for s in theirs]} in the file and "
+                               f"{[list(s) for s in mine]} in the net")
+    return shared

@@ -1,0 +1,348 @@
+"""Segment images with a model of the zoo.
+
+    python infer.py IMAGE_OR_DIR... [--model voc-fcn8s] [--weights W] [--out DIR] [--gpu N]
+
+For each image writes <stem>.png (a palette PNG of class indices, VOC colours)
+and <stem>_overlay.jpg (the image with the classes blended in), and prints the
+time taken and the classes found with their share of pixels. Any size and mode:
+greyscale, RGBA, 16-bit and palette images are converted to RGB, and the EXIF
+orientation is applied. The net is built once and reshaped only when the image
+size changes. Images too large for this machine's memory (or for Caffe's
+per-blob limit) are refused with their size and the limit.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import cli
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+REPO = Path(__file__).resolve().parent
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+              ".pgm", ".pbm"}
+INT_MAX = 2 ** 31 - 1            # Caffe CHECKs every blob's element count against it
+Image.MAX_IMAGE_PIXELS = None    # our own memory check below replaces PIL's bomb check
+
+
+# ---------------------------------------------------------------------------
+# Images
+
+
+def open_image(path):
+    """PIL image, header read only (no pixels decoded yet); one line if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise cli.UserError(f"image not found: {path}")
+    if path.is_dir():
+        raise cli.UserError(f"{path} is a folder with no images")
+    try:
+        im = Image.open(path)
+    except UnidentifiedImageError:
+        size = header_size(path)
+        if size and 0 in size:
+            raise cli.UserError(f"image has no pixels: {path} is {size[0]}x{size[1]}") from None
+        raise cli.UserError(f"not an image (or a format Pillow cannot read): {path}") from None
+    except OSError as e:
+        raise cli.UserError(f"cannot read image {path}: {e}") from None
+    if im.width * im.height == 0:
+        raise cli.UserError(f"image has no pixels: {path} is {im.width}x{im.height}")
+    return im
+
+
+def header_size(path):
+    """(width, height) from a PNG, BMP or PNM header, for files Pillow refuses to open
+    (it refuses images with no pixels); None if it is none of those."""
+    import struct
+    head = Path(path).read_bytes()[:64]
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return w, abs(h)
+    if head[:1] == b"P" and head[1:2] in b"123456":
+        tokens = [t for t in head[2:].split() if not t.startswith(b"#")]
+        if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].isdigit():
+            return int(tokens[0]), int(tokens[1])
+    return None
+
+
+def to_rgb(im, path="image"):
+    """Decode to HxWx3 uint8 RGB: EXIF orientation applied; 16-bit / 32-bit / float
+    greyscale scaled to 8 bits; alpha dropped; palettes expanded."""
+    try:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+            if im.mode in ("I", "F") and a.max(initial=0) > 65535:
+                top = float(a.max())
+            grey = np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)
+            return np.repeat(grey[:, :, None], 3, axis=2)
+        if im.mode != "RGB":
+            im = im.convert("RGBA").convert("RGB") if im.mode == "P" else im.convert("RGB")
+        return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise cli.UserError(f"cannot decode image {path}: {e}") from None
+
+
+def orientation(im):
+    """EXIF orientation from the header alone (1 if none), without decoding pixels."""
+    raw = im.info.get("exif")
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    except Exception:  # a damaged EXIF block is not worth refusing the image for
+        return 1
+
+
+def load_rgb(path):
+    return to_rgb(open_image(path), path)
+
+
+def expand_inputs(paths):
+    """Files as given; folders -> their image files (sorted, not recursive)."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise cli.UserError(f"{p} is a folder with no images "
+                                    f"({', '.join(sorted(IMAGE_EXTS))})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Memory: what a forward pass of a net needs at a given input size
+
+
+def layer_buffers(proto, blobs):
+    """Elements of Caffe's im2col buffers: convolutions that are not 1x1/stride 1/pad 0
+    unfold their input, deconvolutions fold into their output."""
+    out = {}
+    for layer in proto.layer:
+        if layer.type not in ("Convolution", "Deconvolution"):
+            continue
+        c = layer.convolution_param
+        k = c.kernel_size[0] if c.kernel_size else c.kernel_h
+        stride = c.stride[0] if c.stride else 1
+        pad = c.pad[0] if c.pad else 0
+        if layer.type == "Convolution" and (k, stride, pad) == (1, 1, 0):
+            continue
+        bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
+        if layer.type == "Convolution":
+            out[layer.name] = bottom[1] * k * k * top[2] * top[3]
+        else:
+            out[layer.name] = top[1] * k * k * bottom[2] * bottom[3]
+    return out
+
+
+def forward_elements(net, proto, inputs, h, w):
+    """(all blob + buffer elements, the largest single one) at input size h x w."""
+    for b in inputs:
+        net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
+    net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free
+    shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
+    bufs = layer_buffers(proto, shapes)
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()] + list(bufs.values())
+    return sum(sizes), max(sizes)
+
+
+def memory_model(net, proto, inputs, pad=100):
+    """Fit elements(h, w) = a (h + 2 pad)(w + 2 pad) + b from two small sizes (every
+    blob and buffer of an FCN grows with the padded input area)."""
+    pts = []
+    for s in (64, 192):
+        total, biggest = forward_elements(net, proto, inputs, s, s)
+        pts.append(((s + 2 * pad) ** 2, total, biggest))
+    (x0, t0, m0), (x1, t1, m1) = pts
+    a, am = (t1 - t0) / (x1 - x0), (m1 - m0) / (x1 - x0)
+    return lambda h, w: (a * ((h + 2 * pad) * (w + 2 * pad) - x0) + t0,
+                         am * ((h + 2 * pad) * (w + 2 * pad) - x0) + m0)
+
+
+def available_bytes():
+    limit = os.environ.get("FCN_MAX_MEMORY_GB")
+    if limit:
+        return float(limit) * 1e9
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
+def check_fits_memory(estimate, h, w, path, model_name):
+    """Refuse (one line, with the size and the limit) an input whose forward pass
+    would exceed the memory available or Caffe's per-blob element limit."""
+    total, biggest = estimate(h, w)
+    need, have = total * 4, available_bytes()
+    if biggest <= INT_MAX and need <= have:
+        return need
+    side = max_side(estimate, lambda t, b: b <= INT_MAX and t * 4 <= have, h, w)
+    if biggest > INT_MAX:
+        why = (f"a {biggest / 1e9:.1f}G-element buffer, beyond Caffe's limit of {INT_MAX} "
+               "elements per blob")
+    else:
+        why = (f"about {need / 1e9:.1f} GB, more than the {have / 1e9:.1f} GB available "
+               "(FCN_MAX_MEMORY_GB sets the limit)")
+    raise cli.UserError(f"{path} is {w}x{h}: {model_name} would need {why}; resize it to at "
+                        f"most about {side} px on the long side")
+
+
+def max_side(estimate, ok, h, w):
+    """The longest side, keeping the aspect ratio, for which ok(total, biggest) holds."""
+    lo, hi, long_side = 1, max(h, w), max(h, w)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        s = mid / long_side
+        if ok(*estimate(max(1, round(h * s)), max(1, round(w * s)))):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+# ---------------------------------------------------------------------------
+# The segmenter
+
+
+class Segmenter:
+    """A deploy net with weights, reshaped only when the input size changes."""
+
+    def __init__(self, model, weights):
+        import caffe
+        import caffemodel
+        from google.protobuf import text_format
+        from caffe.proto import caffe_pb2
+        from datasets import DATASETS
+        import nets
+        self.model = model
+        self.inputs = [name for name, _ in nets.MODALITIES[model.modality]]
+        if model.modality != "color":
+            raise cli.UserError(f"{model.name} reads {model.modality} input, not an image; "
+                                "infer.py segments RGB images with the other models")
+        caffemodel.read_shapes(weights)
+        path = model.dir / "deploy.prototxt"
+        self.proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
+        caffe.set_mode_cpu()
+        self.net = caffe.Net(str(path), caffe.TEST)
+        caffemodel.check_fits(weights, self.net)
+        self.net.copy_from(str(weights))
+        self.estimate = memory_model(self.net, self.proto, self.inputs)
+        self.shape = None
+        self.reshapes = 0
+        self.mean = DATASETS[model.eval.dataset].mean
+
+    def check(self, h, w, path):
+        return check_fits_memory(self.estimate, h, w, path, self.model.name)
+
+    def __call__(self, rgb):
+        """HxWx3 RGB -> {score blob: HxW class indices}."""
+        import layers
+        x = layers.preprocess(rgb, self.mean)
+        if self.shape != x.shape:
+            self.net.blobs["data"].reshape(1, *x.shape)
+            self.net.reshape()
+            self.shape = x.shape
+            self.reshapes += 1
+        self.net.blobs["data"].data[0] = x
+        self.net.forward()
+        return {f"score{h.suffix}": self.net.blobs[f"score{h.suffix}"].data[0].argmax(axis=0)
+                .astype(np.uint8) for h in self.model.heads}
+
+
+def default_weights(model):
+    released = model.released_weights
+    candidates = ([released] if released else []) + [model.trained_weights()[0]]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found:
+        return found
+    if released:
+        raise cli.UserError(f"no weights for {model.name}: download {model.caffemodel_url} to "
+                            f"{released.relative_to(REPO)} (or pass --weights)")
+    raise cli.UserError(f"no weights for {model.name}: none are released; train it "
+                        f"(python {model.name}/solve.py) or pass --weights")
+
+
+def overlay(rgb, label, background):
+    import score
+    colours = score.palette()[label].astype(np.float32)
+    blend = 0.5 * rgb.astype(np.float32) + 0.5 * colours
+    if background is not None:
+        keep = label == background
+        blend[keep] = rgb[keep]
+    return blend.astype(np.uint8)
+
+
+def describe(label, classes):
+    counts = np.bincount(label.ravel(), minlength=len(classes))
+    total = label.size
+    order = np.argsort(-counts)
+    return ", ".join(f"{classes[i]} {100 * counts[i] / total:.1f}%"
+                     for i in order if counts[i] and 100 * counts[i] / total >= 0.1) or "nothing"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="infer.py", description="Segment images.")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--model", default="voc-fcn8s", help="a model directory (default voc-fcn8s)")
+    p.add_argument("--weights", help="caffemodel (default: the model's released weights)")
+    p.add_argument("--out", help="output folder (default: out/infer/<model>)")
+    p.add_argument("--gpu", type=int, help="GPU id (this Caffe is CPU-only; refused)")
+    args = p.parse_args(argv)
+    cli.require_cpu(args.gpu)
+
+    import score
+    from datasets import head_classes
+    model = score.model_from_arg(args.model)
+    weights = Path(args.weights) if args.weights else default_weights(model)
+    images = expand_inputs(args.images)
+    out = Path(args.out) if args.out else REPO / "out" / "infer" / model.name
+    out.mkdir(parents=True, exist_ok=True)
+    seg = Segmenter(model, weights)
+    classes = {h.suffix: head_classes(model.eval.dataset, h.label) for h in model.heads}
+    bg = classes[model.heads[0].suffix].index("background") \
+        if "background" in classes[model.heads[0].suffix] else None
+    failed = 0
+    for path in images:
+        t = time.time()
+        try:
+            im = open_image(path)
+            w, h = im.size
+            if orientation(im) in (5, 6, 7, 8):      # EXIF says: rotated by 90 degrees
+                w, h = h, w
+            seg.check(h, w, path)
+            rgb = to_rgb(im, path)
+        except cli.UserError as e:
+            print(f"infer.py: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        labels = seg(rgb)
+        stem = Path(path).stem
+        for hd in model.heads:
+            name = f"{stem}{hd.suffix}.png" if hd is not model.heads[0] else f"{stem}.png"
+            score.save_label_png(out / name, labels["score" + hd.suffix])
+        first = labels["score" + model.heads[0].suffix]
+        Image.fromarray(overlay(rgb, first, bg)).save(out / f"{stem}_overlay.jpg", quality=90)
+        found = "; ".join(f"{describe(labels['score' + hd.suffix], classes[hd.suffix])}"
+                          for hd in model.heads)
+        print(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, {time.time() - t:.2f} s: {found}",
+              flush=True)
+    print(f"wrote {len(images) - failed} segmentations to {out}")
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

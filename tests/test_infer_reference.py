@@ -1,0 +1,171 @@
+"""infer.py and reference.py with real images, real Caffe and a real caffemodel."""
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import caffe
+
+import infer
+import nets
+import reference
+from conftest import REPO
+
+caffe.set_mode_cpu()
+
+
+def run(script, *args, cwd, env=None):
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**os.environ, "GLOG_minloglevel": "2", **(env or {})})
+
+
+def test_infer_the_voc_demo_image(shared_data, alexnet_weights, tmp_path):
+    r = run("infer.py", shared_data / "voc-demo/image.jpg", "--model", "voc-fcn-alexnet",
+            "--weights", alexnet_weights, "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.splitlines()[0]
+    assert line.startswith(str(shared_data / "voc-demo/image.jpg") + ": 334x500, ")
+    assert " s: " in line and "%" in line
+    png = Image.open(tmp_path / "o/image.png")
+    assert png.mode == "P" and png.size == (334, 500)
+    classes = set(np.unique(np.array(png)))
+    assert classes <= set(range(21))
+    overlay = Image.open(tmp_path / "o/image_overlay.jpg")
+    assert overlay.size == (334, 500) and overlay.mode == "RGB"
+
+
+def image_variants(tmp_path):
+    """The same picture as greyscale, RGBA, 16-bit, palette and EXIF-rotated JPEG."""
+    rgb = (np.random.default_rng(0).uniform(0, 255, (30, 50, 3))).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    paths = {}
+    im.convert("L").save(paths.setdefault("grey", tmp_path / "grey.png"))
+    im.convert("RGBA").save(paths.setdefault("rgba", tmp_path / "rgba.png"))
+    Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257)).save(
+        paths.setdefault("grey16", tmp_path / "grey16.png"))
+    im.convert("P").save(paths.setdefault("palette", tmp_path / "palette.png"))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                          # rotate 90 degrees clockwise
+    im.save(paths.setdefault("rotated", tmp_path / "rotated.jpg"), exif=exif.tobytes())
+    return rgb, paths
+
+
+def test_to_rgb_converts_every_mode(tmp_path):
+    rgb, paths = image_variants(tmp_path)
+    for name, p in paths.items():
+        a = infer.load_rgb(p)
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, name
+        assert a.shape[:2] == ((50, 30) if name == "rotated" else (30, 50)), name
+    np.testing.assert_array_equal(infer.load_rgb(paths["rgba"]), rgb)
+    grey16 = infer.load_rgb(paths["grey16"])
+    np.testing.assert_array_equal(grey16[:, :, 1], rgb[:, :, 0])
+
+
+def test_infer_handles_every_mode_and_reshapes_only_on_new_sizes(alexnet_weights, tmp_path):
+    _, paths = image_variants(tmp_path)
+    r = run("infer.py", *paths.values(), "--model", "voc-fcn-alexnet", "--weights",
+            alexnet_weights, "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "o/rotated.png").size == (30, 50)
+    assert Image.open(tmp_path / "o/grey16.png").size == (50, 30)
+
+    seg = infer.Segmenter(nets.MODELS["voc-fcn-alexnet"], alexnet_weights)
+    for h, w in [(30, 50), (30, 50), (40, 20), (40, 20), (30, 50)]:
+        out = seg(np.zeros((h, w, 3), np.uint8))
+        assert out["score"].shape == (h, w)
+    assert seg.reshapes == 3
+
+
+def fake_png(path, w, h):
+    """A PNG header claiming w x h pixels (never decoded)."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("case,says", [
+    ("missing", "image not found"),
+    ("text", "not an image"),
+    ("empty", "has no pixels"),
+    ("huge", "resize it to at most about"),
+    ("memory", "GB available"),
+    ("model", "unknown model"),
+    ("fit", "does not fit the net"),
+    ("noweights", "download http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel"),
+    ("hha", "reads hha input"),
+])
+def test_infer_bad_input_is_one_line(case, says, alexnet_weights, shared_data, tmp_path):
+    img = shared_data / "voc-demo/image.jpg"
+    args, env = [img, "--model", "voc-fcn-alexnet", "--weights", alexnet_weights], {}
+    if case == "missing":
+        args[0] = tmp_path / "nope.jpg"
+    elif case == "text":
+        (tmp_path / "t.jpg").write_text("hello")
+        args[0] = tmp_path / "t.jpg"
+    elif case == "empty":
+        args[0] = fake_png(tmp_path / "e.png", 0, 10)
+    elif case == "huge":
+        args[0] = fake_png(tmp_path / "h.png", 60000, 40000)
+    elif case == "memory":
+        env = {"FCN_MAX_MEMORY_GB": "0.05"}
+    elif case == "model":
+        args[2] = "voc-fcn4s"
+    elif case == "fit":
+        args[2] = "voc-fcn32s"
+    elif case == "noweights":
+        args = [img, "--model", "voc-fcn8s"]
+    elif case == "hha":
+        args[2] = "nyud-fcn32s-hha"
+    r = run("infer.py", *args, "--out", tmp_path / "o", cwd=tmp_path, env=env)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and says in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
+    small = tmp_path / "small.jpg"
+    Image.open(shared_data / "voc-demo/image.jpg").resize((67, 100)).save(small)
+    r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights,
+            "--image", small, "--out", tmp_path / "a.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a = reference.load(tmp_path / "a.npz")
+    meta = json.loads(str(a["meta"]))
+    assert meta["model"] == "voc-fcn-alexnet" and meta["image_hw"] == [100, 67]
+    assert meta["caffe"]["sdist"] == "brocolli-caffe==9.0.2" and len(meta["weights_sha256"]) == 64
+
+    # blob and param shapes are the deploy net's at this input size
+    net = caffe.Net(str(REPO / "voc-fcn-alexnet/deploy.prototxt"), caffe.TEST)
+    net.blobs["data"].reshape(1, 3, 100, 67)
+    net.reshape()
+    for k, b in net.blobs.items():
+        assert a[f"blob/{k}"].shape == tuple(b.shape), k
+    for k, ps in net.params.items():
+        for i, p in enumerate(ps):
+            assert a[f"param/{k}/{i}"].shape == p.data.shape
+    assert a["blob/score"].shape == (1, 21, 100, 67)
+    np.testing.assert_array_equal(a["input/data"], a["blob/data"])
+
+    r = run("reference.py", "compare", tmp_path / "a.npz", tmp_path / "a.npz", cwd=tmp_path)
+    assert r.returncode == 0 and "arrays within" in r.stdout
+
+    b = dict(a)
+    b["blob/fc7"] = a["blob/fc7"] + 1e-2
+    np.savez(tmp_path / "b.npz", **b)
+    r = run("reference.py", "compare", tmp_path / "a.npz", tmp_path / "b.npz", cwd=tmp_path)
+    assert r.returncode == 1
+    bad = [l for l in r.stdout.splitlines() if l.rstrip().endswith("NO")]
+    assert len(bad) == 1 and bad[0].startswith("blob/fc7")
+
+    r = run("reference.py", "compare", tmp_path / "a.npz", tmp_path / "nope.npz", cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr

@@ -1,0 +1,117 @@
+"""score.py: the metrics against hand-computed confusion matrices, scoring real
+nets on fixture data (one and two heads), and the CLI."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import caffe
+from caffe import layers as L
+
+import score
+from conftest import REPO
+
+caffe.set_mode_cpu()
+
+
+def test_fast_hist_counts_gt_rows_pred_columns_and_skips_ignore():
+    label = np.array([0, 0, 1, 1, 2, 255, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2, 2])
+    np.testing.assert_array_equal(score.fast_hist(label, pred, 3),
+                                  [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+
+
+def test_metrics_by_hand():
+    hist = np.array([[3, 1, 0],
+                     [0, 2, 0],
+                     [1, 0, 1]])
+    m = score.metrics(hist)
+    # total 8, correct 6; per-class accuracy 3/4, 2/2, 1/2
+    assert m["pixel_accuracy"] == pytest.approx(6 / 8)
+    assert m["mean_accuracy"] == pytest.approx((3 / 4 + 1 + 1 / 2) / 3)
+    # IU = tp / (gt + pred - tp): 3/(4+4-3), 2/(2+3-2), 1/(2+1-1)
+    iu = [3 / 5, 2 / 3, 1 / 2]
+    assert m["per_class_iu"] == pytest.approx(iu)
+    assert m["mean_iu"] == pytest.approx(np.mean(iu))
+    assert m["fw_iu"] == pytest.approx(4 / 8 * iu[0] + 2 / 8 * iu[1] + 2 / 8 * iu[2])
+
+
+def test_classes_absent_from_the_split_are_left_out():
+    # class 2 never occurs in the ground truth, though it is predicted once
+    hist = np.array([[2, 0, 1],
+                     [0, 3, 0],
+                     [0, 0, 0]])
+    m = score.metrics(hist)
+    assert math.isnan(m["per_class_iu"][2])
+    assert m["mean_iu"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["mean_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert json.loads(json.dumps(score.json_safe(m)))["per_class_iu"][2] is None
+    empty = score.metrics(np.zeros((3, 3)))
+    assert all(math.isnan(empty[k]) for k in score.METRIC_KEYS)
+
+
+def test_score_net_two_heads_on_siftflow_fixture(fixture_data, tmp_path, monkeypatch):
+    """SIFT Flow's layer and two 1x1 score heads: one histogram per head."""
+    n = caffe.NetSpec()
+    n.data, n.sem, n.geo = L.Python(module="layers", layer="SIFTFlowSegDataLayer", ntop=3,
+                                    param_str=json.dumps({"dir": "sift-flow", "split": "trainval"}))
+    n.score_sem = L.Convolution(n.data, kernel_size=1, num_output=33,
+                                weight_filler=dict(type="gaussian", std=1))
+    n.score_geo = L.Convolution(n.data, kernel_size=1, num_output=3,
+                                weight_filler=dict(type="gaussian", std=1))
+    path = tmp_path / "two.prototxt"
+    path.write_text(str(n.to_proto()))
+    monkeypatch.setenv("FCN_DATA", str(fixture_data))
+    net = caffe.Net(str(path), caffe.TEST)
+    heads = [("score_sem", "sem", 33, "_sem"), ("score_geo", "geo", 3, "_geo")]
+    hists, loss = score.score_net(net, heads, 3, save_dir=tmp_path / "pred")
+    assert loss is None
+    import layers
+    reader = layers.SIFTFlowReader(fixture_data / "sift-flow")
+    for s, label, c, _ in heads:
+        scored = sum(int(((reader.raw(i, label) < c)).sum()) for i in reader.ids("trainval"))
+        assert hists[s].sum() == scored
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(
+        f"{i}{sfx}.png" for i in ("coast_a1", "coast_a2", "street_c1") for sfx in ("_sem", "_geo"))
+
+
+def run_score(*args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "score.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**os.environ, "GLOG_minloglevel": "2"})
+
+
+def test_score_cli_json_and_predictions(fixture_data, alexnet_weights, tmp_path):
+    r = run_score("voc-fcn-alexnet", "--weights", alexnet_weights, "--data-root", fixture_data,
+                  "--save-dir", tmp_path / "pred", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "per_class_iu",
+            "n_images"} <= set(out)
+    assert out["n_images"] == 2 and out["split"] == "seg11valid"
+    assert len(out["per_class_iu"]) == 21
+    pred = Image.open(tmp_path / "pred/2008_000004.png")
+    assert pred.mode == "P" and pred.size == (28, 20)
+
+    r = run_score(REPO / "voc-fcn-alexnet", "--weights", alexnet_weights, "--data-root",
+                  fixture_data, "--split", "val", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "voc-fcn-alexnet on val (3 images" in r.stdout and "mean IU" in r.stdout
+
+
+@pytest.mark.parametrize("args,says", [
+    (["voc-fcn99s", "--weights", "x"], "unknown model 'voc-fcn99s'"),
+    (["voc-fcn-alexnet", "--weights", "/nope.caffemodel"], "weights file not found"),
+    (["voc-fcn8s", "--weights", "ALEX"], "does not fit the net"),
+    (["voc-fcn-alexnet", "--weights", "ALEX", "--split", "nosuch"], "split list not found"),
+])
+def test_score_cli_bad_input_is_one_line(args, says, fixture_data, alexnet_weights, tmp_path):
+    args = [str(alexnet_weights) if a == "ALEX" else a for a in args]
+    r = run_score(*args, "--data-root", fixture_data, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
