@@ -25,7 +25,7 @@ CACHE=${FCN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fcn-caffe}
 . "$CAFFE_DIR/sdist.env"
 
 APT_PACKAGES=(build-essential cmake pkg-config patch protobuf-compiler libprotobuf-dev
-  libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev
+  libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-openmp-dev
   libboost-python-dev libboost-system-dev libboost-thread-dev
   libboost-filesystem-dev libboost-regex-dev python3-dev python3-venv)
 

@@ -1,0 +1,178 @@
+"""The layers our Caffe patches touch (im2col/col2im inside Convolution and
+Deconvolution, max pooling, ReLU, Crop, the shared im2col buffer) against
+straightforward numpy references, forward and backward."""
+import numpy as np
+import pytest
+
+import caffe
+from caffe import layers as L, params as P
+
+caffe.set_mode_cpu()
+RNG = np.random.default_rng(0)
+
+
+def one_layer_net(tmp_path, shape, make, extra_inputs=()):
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(shape)))
+    tops = [n.data]
+    for name, s in extra_inputs:
+        n[name] = L.Input(shape=dict(dim=list(s)))
+        tops.append(n[name])
+    n.out = make(*tops)
+    proto = n.to_proto()
+    proto.force_backward = True
+    path = tmp_path / "net.prototxt"
+    path.write_text(str(proto))
+    return caffe.Net(str(path), caffe.TEST)
+
+
+def conv_ref(x, w, b, stride, pad, dilation, group):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    eh, ew = dilation * (kh - 1) + 1, dilation * (kw - 1) + 1
+    oh, ow = (h + 2 * pad - eh) // stride + 1, (wd + 2 * pad - ew) // stride + 1
+    out = np.zeros((n, o, oh, ow))
+    og = o // group
+    for g in range(group):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i * dilation: i * dilation + stride * (oh - 1) + 1: stride,
+                           j * dilation: j * dilation + stride * (ow - 1) + 1: stride]
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch,
+                                                         w[g * og:(g + 1) * og, :, i, j])
+    return out + b[None, :, None, None]
+
+
+@pytest.mark.parametrize("k,stride,pad,dilation,group", [
+    (3, 1, 1, 1, 1), (3, 1, 100, 1, 1), (7, 2, 10, 1, 1), (5, 2, 2, 1, 2), (3, 1, 2, 2, 1),
+    (11, 4, 100, 1, 1), (1, 1, 0, 1, 1), (3, 3, 0, 1, 1)])
+def test_convolution_forward_and_backward(tmp_path, k, stride, pad, dilation, group):
+    shape = (2, 4, 13, 17)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
+        d, kernel_size=k, stride=stride, pad=pad, dilation=dilation, group=group,
+        num_output=6, weight_filler=dict(type="gaussian", std=1),
+        bias_filler=dict(type="gaussian", std=1)))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    w, b = (p.data.astype(np.float64) for p in net.params["out"])
+    y = net.forward(data=x)["out"]
+    want = conv_ref(x.astype(np.float64), w, b, stride, pad, dilation, group)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+    # backward: the input gradient is the adjoint, checked through <dy, conv(dx)> = <conv^T dy, dx>
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.backward()
+    dx = net.blobs["data"].diff.astype(np.float64)
+    probe = RNG.standard_normal(shape)
+    lhs = np.sum(g * (conv_ref(probe, w, np.zeros_like(b), stride, pad, dilation, group)))
+    assert np.sum(dx * probe) == pytest.approx(lhs, rel=1e-4)
+    # weight gradient of a linear layer: sum over positions of dy * patch
+    dw = net.params["out"][0].diff.astype(np.float64)
+    eps_w = np.zeros_like(w)
+    eps_w[1, 0, k // 2, k // 2] = 1
+    assert dw[1, 0, k // 2, k // 2] == pytest.approx(
+        np.sum(g * conv_ref(x.astype(np.float64), eps_w, np.zeros_like(b), stride, pad,
+                            dilation, group)), rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("k,stride", [(4, 2), (3, 2), (16, 8), (15, 8), (63, 32)])
+def test_deconvolution_is_the_adjoint_of_convolution(tmp_path, k, stride):
+    shape = (1, 3, 5, 6)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Deconvolution(d, convolution_param=dict(
+        num_output=3, kernel_size=k, stride=stride, bias_term=False,
+        weight_filler=dict(type="gaussian", std=1))))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = net.forward(data=x)["out"].astype(np.float64)
+    w = net.params["out"][0].data.astype(np.float64)     # (in, out, k, k)
+    probe = RNG.standard_normal(y.shape)
+    # <deconv(x), probe> = <x, conv(probe)> with the same weights seen as (out=in, in=out)
+    conv_probe = conv_ref(probe, w, np.zeros(3), stride, 0, 1, 1)
+    assert np.sum(y * probe) == pytest.approx(np.sum(x * conv_probe), rel=1e-4)
+
+
+def pool_ref(x, k, stride, pad):
+    n, c, h, w = x.shape
+    oh = int(np.ceil((h + 2 * pad - k) / stride)) + 1
+    ow = int(np.ceil((w + 2 * pad - k) / stride)) + 1
+    if pad and (oh - 1) * stride >= h + pad:
+        oh -= 1
+    if pad and (ow - 1) * stride >= w + pad:
+        ow -= 1
+    out = np.full((n, c, oh, ow), -np.inf)
+    arg = np.zeros((n, c, oh, ow), int)
+    for i in range(oh):
+        for j in range(ow):
+            h0, w0 = max(i * stride - pad, 0), max(j * stride - pad, 0)
+            h1, w1 = min(i * stride - pad + k, h), min(j * stride - pad + k, w)
+            win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            a = win.argmax(axis=2)
+            out[:, :, i, j] = win.max(axis=2)
+            arg[:, :, i, j] = (h0 + a // (w1 - w0)) * w + (w0 + a % (w1 - w0))
+    return out, arg
+
+
+@pytest.mark.parametrize("k,stride,pad,hw", [(2, 2, 0, (13, 17)), (3, 2, 0, (13, 17)),
+                                            (3, 2, 1, (12, 9)), (3, 1, 0, (300, 41))])
+def test_max_pooling_forward_and_backward(tmp_path, k, stride, pad, hw):
+    shape = (2, 5, *hw)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Pooling(
+        d, pool=P.Pooling.MAX, kernel_size=k, stride=stride, pad=pad))
+    x = RNG.permutation(np.prod(shape)).reshape(shape).astype(np.float32)   # no ties
+    y = net.forward(data=x)["out"]
+    want, arg = pool_ref(x, k, stride, pad)
+    np.testing.assert_array_equal(y, want)
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.backward()
+    dx = np.zeros(shape, np.float64).reshape(shape[0], shape[1], -1)
+    for i in range(shape[0]):
+        for c in range(shape[1]):
+            np.add.at(dx[i, c], arg[i, c].ravel(), g[i, c].ravel())
+    np.testing.assert_allclose(net.blobs["data"].diff, dx.reshape(shape), rtol=1e-5, atol=1e-5)
+
+
+def test_relu_forward_and_backward(tmp_path):
+    shape = (1, 3, 200, 300)                 # above the size where the loop goes parallel
+    net = one_layer_net(tmp_path, shape, lambda d: L.ReLU(d))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(net.forward(data=x)["out"], np.maximum(x, 0))
+    g = RNG.standard_normal(shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.backward()
+    np.testing.assert_array_equal(net.blobs["data"].diff, g * (x > 0))
+
+
+def test_crop_forward_and_backward(tmp_path):
+    shape = (2, 3, 30, 40)
+    net = one_layer_net(tmp_path, shape, lambda d, ref: L.Crop(d, ref, axis=2, offset=[5, 7]),
+                        extra_inputs=[("ref", (2, 3, 11, 13))])
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = net.forward(data=x, ref=np.zeros((2, 3, 11, 13), np.float32))["out"]
+    np.testing.assert_array_equal(y, x[:, :, 5:16, 7:20])
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.backward()
+    want = np.zeros(shape, np.float32)
+    want[:, :, 5:16, 7:20] = g
+    np.testing.assert_array_equal(net.blobs["data"].diff, want)
+
+
+def test_layers_sharing_the_im2col_buffer_do_not_disturb_each_other(tmp_path):
+    """Two convolutions of very different buffer sizes, run in either order, give
+    what each gives alone."""
+    def make(d):
+        big = L.Convolution(d, kernel_size=5, pad=2, num_output=4,
+                            weight_filler=dict(type="gaussian", std=1))
+        return L.Convolution(big, kernel_size=3, stride=2, num_output=2,
+                             weight_filler=dict(type="gaussian", std=1))
+    shape = (1, 3, 40, 50)
+    net = one_layer_net(tmp_path, shape, make)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = net.forward(data=x)["out"]
+    (w1,), (w2,) = ([p.data.astype(np.float64) for p in net.params[k][:1]]
+                    for k in list(net.params))
+    b1, b2 = (net.params[k][1].data.astype(np.float64) for k in list(net.params))
+    mid = conv_ref(x.astype(np.float64), w1, b1, 1, 2, 1, 1)
+    np.testing.assert_allclose(y, conv_ref(mid, w2, b2, 2, 0, 1, 1), rtol=1e-4, atol=1e-4)
