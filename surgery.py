@@ -4,6 +4,8 @@
                                  ilsvrc-nets/vgg16-fcn.caffemodel
     python surgery.py caffenet   ilsvrc-nets/bvlc_reference_caffenet.caffemodel ->
                                  ilsvrc-nets/caffenet-fcn.caffemodel
+    python surgery.py squeezenet ilsvrc-nets/squeezenet_v1.0.caffemodel ->
+                                 ilsvrc-nets/squeezenet-fcn.caffemodel
       [--proto P] [--weights W] [--out O]
 
 The FCN initialisation keeps the classifier's convolutions, recasts fc6/fc7 as
@@ -170,8 +172,8 @@ def make_fcn_init(backbone, proto=None, weights=None, out=None):
     if not proto.is_file():
         raise SurgeryError(f"classifier net not found: {proto} (python nets.py ilsvrc-nets makes it)")
     if not weights.is_file():
-        raise SurgeryError(f"classifier weights not found: {weights}; download {c.url} "
-                           f"(sha1 {c.sha1}) to that path, see ilsvrc-nets/README.md")
+        raise SurgeryError(f"classifier weights not found: {weights}; {c.how_to_get()} "
+                           "(see ilsvrc-nets/README.md)")
     classifier = caffe.Net(str(proto), caffe.TEST)
     caffemodel.check_fits(weights, classifier)
     classifier.copy_from(str(weights))

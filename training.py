@@ -41,6 +41,12 @@ def parse_args(name, argv):
     p.add_argument("--resume", help="a .solverstate written by an earlier run")
     p.add_argument("--display", type=int, default=20,
                    help="progress line and loss record every N iterations")
+    p.add_argument("--base-lr", type=float, help="override the solver's base_lr")
+    p.add_argument("--momentum", type=float, help="override the solver's momentum")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="stop after this many minutes (scoring included), score, and save")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="no initial weights: Caffe's fillers (the random-init control)")
     return p.parse_args(argv)
 
 
@@ -95,7 +101,7 @@ def initial_weights(model, given):
         if not path.is_file():
             raise cli.UserError(
                 f"missing initial weights {rel(path)}: make them with 'python surgery.py {what}' "
-                f"from {rel(c.dir / c.weights)} (download: {c.url})")
+                f"from {rel(c.dir / c.weights)} ({c.how_to_get()})")
         return [(path, kind)]
     source = nets.MODELS[what]
     path = first_existing(source.trained_weights())
@@ -134,7 +140,7 @@ def initialise(net, model, weights):
 # Solver, snapshots, logs
 
 
-def make_solver(model, out, display):
+def make_solver(model, out, display, base_lr=None, momentum=None):
     """An SGDSolver from the model's solver.prototxt, with absolute net paths and
     snapshots going to a scratch folder (snapshot() moves them into place)."""
     import caffe
@@ -147,6 +153,10 @@ def make_solver(model, out, display):
     (out / ".snapshot-tmp").mkdir(parents=True, exist_ok=True)   # Caffe CHECKs it is writable
     s.snapshot_prefix = str(out / ".snapshot-tmp" / "train")
     s.display = 0
+    if base_lr is not None:
+        s.base_lr = base_lr
+    if momentum is not None:
+        s.momentum = momentum
     path = out / "solver.prototxt"
     path.write_text(str(s))
     caffe.set_mode_cpu()
@@ -277,6 +287,8 @@ def train(name, argv):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise cli.UserError(f"--time-budget must be positive, got {args.time_budget}")
     interval = args.test_interval or model.test_interval
     out = Path(args.out).resolve() if args.out else REPO / "out" / name
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +299,9 @@ def train(name, argv):
         os.environ["FCN_DATA"] = str(root)            # the data layers read it at setup
 
     resume_iter = check_solverstate(args.resume) if args.resume else None
-    weights = None if args.resume else initial_weights(model, args.weights)
+    if args.from_scratch and (args.weights or args.resume):
+        raise cli.UserError("--from-scratch takes no --weights or --resume")
+    weights = None if args.resume or args.from_scratch else initial_weights(model, args.weights)
     import caffemodel
     for path, _ in weights or []:
         caffemodel.read_shapes(path)           # missing or damaged: say so before building nets
@@ -295,10 +309,16 @@ def train(name, argv):
         raise cli.UserError(f"--resume: the state is at iteration {resume_iter}, "
                             f"not before --iters {args.iters}")
 
-    solver = make_solver(model, out, args.display)
+    if args.base_lr is not None and args.base_lr <= 0:
+        raise cli.UserError(f"--base-lr must be positive, got {args.base_lr}")
+    if args.momentum is not None and not 0 <= args.momentum < 1:
+        raise cli.UserError(f"--momentum must be in [0, 1), got {args.momentum}")
+    solver = make_solver(model, out, args.display, args.base_lr, args.momentum)
     if args.resume:
         solver.restore(str(Path(args.resume).resolve()))
         print(f"resumed from {rel(args.resume)} at iteration {solver.iter}")
+    elif args.from_scratch:
+        print("no initial weights: training from Caffe's fillers")
     else:
         initialise(solver.net, model, weights)
     surgery.interp(solver.net)           # fixed bilinear upsampling (lr_mult 0)
@@ -319,18 +339,22 @@ def train(name, argv):
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     bar = Progress(solver.iter, args.iters)
+    deadline = time.time() + 60 * args.time_budget if args.time_budget else None
+    out_of_time = False
     print(f"training {name} from iteration {solver.iter} to {args.iters}, scoring "
           f"{model.eval.split} ({n_eval} images) every {interval}; output in {rel(out)}",
           flush=True)
     try:
-        while solver.iter < args.iters and not stop["asked"]:
+        while solver.iter < args.iters and not stop["asked"] and not out_of_time:
             solver.step(1)
             it = solver.iter
+            out_of_time = deadline is not None and time.time() >= deadline
+            last = it == args.iters or out_of_time
             bar.add(sum(float(solver.net.blobs[b].data) for b in losses))
-            if it % args.display == 0 or it == args.iters:
+            if it % args.display == 0 or last:
                 bar.show(it)
                 append_jsonl(out / "train_log.jsonl", {"iter": it, "loss": bar.smoothed})
-            if it % interval == 0 or it == args.iters:
+            if it % interval == 0 or last:
                 if bar.tty:
                     print()
                 t = time.time()
@@ -338,7 +362,8 @@ def train(name, argv):
                 results = {label: score.metrics(hists[s]) for s, label, _, _ in heads}
                 first = results[model.heads[0].label]
                 record = {"iter": it, "train_loss": bar.smoothed, "eval_loss": eval_loss,
-                          **first, "n_images": n_eval, "score_s": round(time.time() - t, 1)}
+                          **first, "n_images": n_eval, "score_s": round(time.time() - t, 1),
+                          "elapsed_s": round(time.time() - bar.t0, 1)}
                 if len(heads) > 1:
                     record["heads"] = results
                 append_jsonl(out / "metrics.jsonl", record)
@@ -356,6 +381,8 @@ def train(name, argv):
               f"python {name}/solve.py --resume {rel(state)}", file=sys.stderr)
         return 130
     final = surgery.save_atomic(solver.net, out / "final.caffemodel")
+    if out_of_time:
+        print(f"time budget of {args.time_budget:g} minutes reached")
     print(f"done: iteration {solver.iter}; weights {rel(final)}; metrics "
           f"{rel(out / 'metrics.jsonl')}; plot {rel(out / 'progress.png')}")
     return 0

@@ -1,64 +1,133 @@
-"""make demo, for now: a smoke forward of a small FCN through Caffe.
+"""make demo: the FCN method end to end on a CPU, on real data, in under ten minutes.
 
-The real demo (SqueezeNet transplanted into an FCN and fine-tuned on CamVid) is
-not built yet; this only proves the installed Caffe runs an FCN-shaped net
-(convolution with 100 px padding, pooling, score, bilinear-sized deconvolution,
-coord_map crop) on an image, end to end.
+1. decode the ImageNet-trained SqueezeNet v1.0 (Deep Compression) into a caffemodel
+   and check it on the shared photos;
+2. cast it into an FCN by surgery (the classifier's convolutions kept, its 1000-way
+   classifier dropped, an 11-way score layer at zero, bilinear upsampling);
+3. fine-tune camvid-fcn8s-squeezenet on CamVid train for a fixed time budget;
+4. score CamVid val, and write overlays for a few val images.
+
+Everything goes to out/demo/. Data comes from $FCN_DATA, else ../shared/data.
+
+    python scripts/demo.py [--minutes 7] [--model camvid-fcn8s-squeezenet] [--overlays 4]
 """
+import argparse
+import json
 import os
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import caffe  # noqa: E402
-from caffe import layers as L, params as P  # noqa: E402
-from caffe.coord_map import crop  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
 
 
-def main():
-    shared = Path(os.environ.get("FCN_SHARED", REPO.parent / "shared"))
-    img_path = shared / "data" / "voc-demo" / "image.jpg"
-    if img_path.is_file():
-        img = np.asarray(Image.open(img_path).convert("RGB"), dtype=np.float32)
-        source = str(img_path)
-    else:
-        img = np.random.RandomState(0).uniform(0, 255, (334, 500, 3)).astype(np.float32)
-        source = f"a random 500x334 image ({img_path} not found)"
-    x = (img[:, :, ::-1] - np.array([104.00699, 116.66877, 122.67892], np.float32))
-    x = x.transpose(2, 0, 1)[None]
+def data_dir():
+    env = os.environ.get("FCN_DATA")
+    if env:
+        return Path(env)
+    shared = REPO.parent / "shared" / "data"
+    return shared if shared.is_dir() else REPO / "data"
 
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=list(x.shape)))
-    n.conv1 = L.Convolution(n.data, kernel_size=3, pad=100, num_output=8,
-                            weight_filler=dict(type="gaussian", std=0.01))
-    n.relu1 = L.ReLU(n.conv1, in_place=True)
-    n.pool1 = L.Pooling(n.relu1, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-    n.score = L.Convolution(n.pool1, kernel_size=1, num_output=21,
-                            weight_filler=dict(type="gaussian", std=0.01))
-    n.upscore = L.Deconvolution(n.score, convolution_param=dict(
-        num_output=21, kernel_size=4, stride=2, bias_term=False,
-        weight_filler=dict(type="gaussian", std=0.01)))
-    n.out = crop(n.upscore, n.data)
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(n.to_proto()))
-    caffe.set_mode_cpu()
-    net = caffe.Net(f.name, caffe.TEST)
-    os.unlink(f.name)
-    t = time.time()
-    out = net.forward(data=x)["out"]
-    print(f"demo (smoke test only; the CamVid demo is not implemented yet): "
-          f"a random-weight FCN ran on {source} in {time.time() - t:.2f} s, "
-          f"input HxW {x.shape[2]}x{x.shape[3]} -> score map {out.shape[2]}x{out.shape[3]} "
-          f"x {out.shape[1]} classes")
-    return 0 if out.shape[2:] == x.shape[2:] else 1
+
+def check_data(data):
+    """One line naming what is missing and how to get it."""
+    camvid, sq = data / "camvid", data / "squeezenet"
+    missing = []
+    if not (camvid / "train.txt").is_file() or not (camvid / "val.txt").is_file():
+        missing.append(f"CamVid (train + val) in {camvid}: python prepare.py get camvid "
+                       f"--root {data}")
+    if not (sq / "compressed_SqueezeNet.net").is_file():
+        missing.append(f"compressed_SqueezeNet.net and SqueezeNet_deploy.prototxt in {sq}: from "
+                       "github.com/songhan/SqueezeNet-Deep-Compression")
+    if missing:
+        raise cli.UserError("demo data missing (set FCN_DATA to a folder holding them): "
+                            + "; ".join(missing))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n")[0])
+    p.add_argument("--minutes", type=float, default=7.0, help="fine-tuning budget")
+    p.add_argument("--model", default="camvid-fcn8s-squeezenet")
+    p.add_argument("--overlays", type=int, default=4, help="val images to segment")
+    p.add_argument("--test-interval", type=int, default=500, help="score val this often")
+    p.add_argument("--out", default=str(REPO / "out" / "demo"))
+    args = p.parse_args(argv)
+
+    import infer
+    import nets
+    import squeezenet
+    import surgery
+    import training
+    t0 = time.time()
+    data = data_dir().resolve()
+    check_data(data)
+    model = nets.MODELS[args.model]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"demo: data from {data}; output in {out}")
+
+    print("1/4 decoding SqueezeNet v1.0 (ImageNet) ...")
+    weights = out / "squeezenet_v1.0.caffemodel"
+    nnz, total = squeezenet.decode_to_caffemodel(data / "squeezenet", weights)
+    photos = sorted((data / "photos").glob("*.bmp"))
+    if photos:
+        names = (data / "photos/imagenet_labels.txt").read_text().splitlines()[1:]
+        for path, best in squeezenet.classify(weights, photos, top=1):
+            print(f"    {path.name}: {names[best[0][0]]}")
+
+    print("2/4 surgery: classifier -> FCN initialisation ...")
+    init, _ = surgery.make_fcn_init(model.backbone, weights=weights,
+                                    out=out / "squeezenet-fcn.caffemodel")
+
+    print(f"3/4 fine-tuning {model.name} on CamVid train for {args.minutes:g} minutes ...")
+    run = out / "train"
+    if run.exists():
+        shutil.rmtree(run)
+    rc = training.train(model.name, ["--weights", str(init), "--time-budget", str(args.minutes),
+                                     "--iters", "1000000", "--test-interval",
+                                     str(args.test_interval),
+                                     "--display", "50", "--data-root", str(data),
+                                     "--out", str(run)])
+    if rc:
+        return rc
+    record = training.read_jsonl(run / "metrics.jsonl")[-1]
+    shutil.copyfile(run / "progress.png", out / "progress.png")
+
+    print(f"4/4 overlays of {args.overlays} val images ...")
+    seg = infer.Segmenter(model, run / "final.caffemodel")
+    from datasets import DATASETS
+    import layers
+    from PIL import Image
+    reader = layers.CamVidReader(data / "camvid")
+    classes = DATASETS["camvid"].classes
+    (out / "overlays").mkdir(exist_ok=True)
+    for id_ in reader.ids("val")[:args.overlays]:
+        rgb = reader.raw(id_, "data")
+        label = seg(rgb)["score"]
+        stem = Path(id_).stem
+        Image.fromarray(infer.overlay(rgb, label, None)).save(out / "overlays" / f"{stem}_overlay.jpg",
+                                                              quality=90)
+        print(f"    {stem}: {infer.describe(label, classes)}")
+
+    result = {"model": model.name, "init": "SqueezeNet v1.0 (ImageNet), by surgery",
+              "iterations": record["iter"], "training_minutes": round(record["elapsed_s"] / 60, 1),
+              "split": "val", "n_images": record["n_images"],
+              **{k: record[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")},
+              "per_class_iu": dict(zip(classes, record["per_class_iu"])),
+              "total_minutes": round((time.time() - t0) / 60, 1)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"demo done in {result['total_minutes']} minutes: {model.name} after "
+          f"{record['iter']} iterations scores mean IU {100 * record['mean_iu']:.1f}, pixel "
+          f"accuracy {100 * record['pixel_accuracy']:.1f} on CamVid val ({record['n_images']} images)")
+    print(f"  metrics:  {out / 'metrics.json'}")
+    print(f"  plot:     {out / 'progress.png'}")
+    print(f"  overlays: {out / 'overlays'}/")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main, prog="make demo"))

@@ -17,7 +17,7 @@ def shared_dir():
     return Path(os.environ.get("FCN_SHARED", REPO.parent / "shared"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
     """Path of shared/data; skips (with the reason listed by -ra) when absent."""
     d = shared_dir() / "data"

@@ -1,6 +1,7 @@
 """The model zoo: generated files are what the builder makes today, every deploy
 net runs at any input size, train/val nets match their deploy nets, and the
 FCN-VGG16 params line up with VGG-16's so surgery can fill them."""
+import json
 import os
 import shutil
 import subprocess
@@ -49,7 +50,8 @@ def test_committed_files_equal_what_the_builder_makes_today():
     assert not stale, f"regenerate with 'python nets.py': {stale}"
     # and nothing generated-looking is committed that the builder no longer makes
     on_disk = {str(p.relative_to(REPO)) for d in list(nets.MODELS) + ["ilsvrc-nets"]
-               for p in (REPO / d).iterdir() if p.name != "README.md"}
+               for p in (REPO / d).iterdir()
+               if p.name != "README.md" and p.suffix != ".caffemodel"}    # weights: not ours
     assert on_disk == {k for k in generated}
 
 
@@ -88,7 +90,7 @@ def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
             assert [np.prod(s) for s in got] == [np.prod(s) for s in ref[base]], layer
         else:
             assert got == ref[base], layer
-    expected = {"vgg16": 15, "caffenet": 7}[model.backbone] * len(streams)
+    expected = {"vgg16": 15, "caffenet": 7, "squeezenet": 25}[model.backbone] * len(streams)
     expected -= model.modality == "color-d"      # conv1_1_bgrd takes 4 channels
     assert matched == expected
 
@@ -137,7 +139,11 @@ def crop_offsets(proto):
     return [l.crop_param.offset[0] for l in proto.layer if l.type == "Crop"]
 
 
-@pytest.mark.parametrize("name", sorted(nets.MODELS))
+RELEASE = sorted(RELEASE_DIRS)
+CPU_SCALE = sorted(set(nets.MODELS) - RELEASE_DIRS)
+
+
+@pytest.mark.parametrize("name", RELEASE)
 def test_release_facts(name):
     """What the paper's nets are, checked on the committed prototxts."""
     model = nets.MODELS[name]
@@ -181,7 +187,7 @@ def test_release_facts(name):
         assert list(fused.eltwise_param.coeff) == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("name", sorted(nets.MODELS))
+@pytest.mark.parametrize("name", RELEASE)
 def test_solver(name):
     model = nets.MODELS[name]
     s = parse(f"{name}/solver.prototxt", caffe_pb2.SolverParameter)
@@ -211,7 +217,8 @@ def test_builder_rejects_bad_requests_with_one_line():
         (dict(heads=(nets.Head("", 0, "label"),)), "needs at least 1"),
         (dict(modality="thermal"), "unknown modality 'thermal'"),
         (dict(backbone="resnet"), "unknown backbone 'resnet'"),
-        (dict(backbone="caffenet", stride=8), "use stride 32"),
+        (dict(backbone="caffenet", stride=8), "its FCN strides are 32"),
+        (dict(backbone="squeezenet", stride=32), "its FCN strides are 16, 8, 4"),
     ]
     for kwargs, msg in cases:
         with pytest.raises(nets.BuildError) as e:
@@ -252,4 +259,44 @@ def test_nets_cli_unknown_model_is_one_line(tmp_path):
 def test_ilsvrc_readme_names_each_classifier_source():
     text = (REPO / "ilsvrc-nets/README.md").read_text()
     for c in nets.CLASSIFIERS.values():
-        assert c.url in text and c.sha1 in text and c.weights in text and c.proto in text
+        assert c.weights in text and c.proto in text
+        assert (c.url in text and c.sha1 in text) if c.url else "squeezenet.py" in text
+
+
+def test_squeezenet_fcns():
+    """The CPU-scale nets: SqueezeNet's fire modules under their release names, conv1
+    padded by nets.SQUEEZENET_PAD, features scaled before each score layer, odd
+    bilinear kernels, and the paper's skips one stride finer each."""
+    assert CPU_SCALE == ["camvid-fcn16s-squeezenet", "camvid-fcn4s-squeezenet",
+                         "camvid-fcn8s-squeezenet"]
+    for name in CPU_SCALE:
+        model = nets.MODELS[name]
+        net = parse(f"{name}/deploy.prototxt")
+        layers = {l.name: l for l in net.layer}
+        assert layers["conv1"].convolution_param.pad == [nets.SQUEEZENET_PAD]
+        assert "conv_final" not in layers and "pool_final" not in layers
+        assert layers["score_fr"].bottom == ["scale_fr"]
+        assert layers["scale_fr"].scale_param.filler.value == pytest.approx(1 / 32)
+        skips = {16: [], 8: ["fire8"], 4: ["fire8", "fire4"]}[model.stride]
+        for key in skips:
+            assert layers[f"score_{key}"].bottom == [f"scale_{key}"]
+            assert layers[f"scale_{key}"].bottom == [f"{key}/concat"]
+        deconvs = [l for l in net.layer if l.type == "Deconvolution"]
+        assert [l.convolution_param.kernel_size[0] for l in deconvs] == \
+            [2 * l.convolution_param.stride[0] - 1 for l in deconvs]
+        assert deconvs[-1].convolution_param.stride == [model.stride]
+        train = parse(f"{name}/train.prototxt")
+        assert json.loads(train.layer[0].python_param.param_str) == \
+            {"dir": "camvid", "seed": 1337, "split": "train"}
+
+
+@pytest.mark.parametrize("name", CPU_SCALE)
+def test_camvid_solver(name):
+    """The CamVid schedule (README: 'The method at CPU scale'): normalized loss, SGD with
+    momentum 0.9 at a fixed 1e-3, weight decay 5e-4, one whole image per batch."""
+    s = parse(f"{name}/solver.prototxt", caffe_pb2.SolverParameter)
+    assert (s.base_lr, s.momentum, s.weight_decay, s.iter_size, s.lr_policy) == (
+        pytest.approx(1e-3), pytest.approx(0.9), pytest.approx(5e-4), 1, "fixed")
+    assert list(s.test_iter) == [101]
+    train = parse(f"{name}/train.prototxt")
+    assert [l.loss_param.normalize for l in train.layer if l.type == "SoftmaxWithLoss"] == [True]

@@ -1,0 +1,159 @@
+"""Decode the compressed ImageNet-trained SqueezeNet v1.0 into a caffemodel.
+
+    python squeezenet.py [--src DIR] [--out ilsvrc-nets/squeezenet_v1.0.caffemodel]
+    python squeezenet.py --classify IMAGE... [--weights W]
+
+The source (Han et al.'s Deep Compression of SqueezeNet v1.0) holds, for the 26
+convolution layers in the order of its deploy prototxt: first one uint32 per
+layer, the number of non-zero weights; then per layer a float32[256] codebook,
+the float32 biases, one uint8 codebook index per non-zero weight, and the gaps
+between non-zero positions as 4-bit values, two per byte, low nibble first,
+padded to a whole byte. The k-th non-zero weight sits at flat position
+cumsum(gap + 1) - 1 of the layer's (out, in, kh, kw) array. Every byte is
+accounted for: a file that is shorter or longer than the layers need is refused
+with both numbers.
+
+The classifier reads 227x227 BGR images minus the mean (104, 117, 123).
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import cli
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+COMPRESSED = "compressed_SqueezeNet.net"
+PROTOTXT = "SqueezeNet_deploy.prototxt"
+MEAN_BGR = (104.0, 117.0, 123.0)
+CODEBOOK = 256
+
+
+class CompressedError(cli.UserError):
+    """A compressed file that does not decode; one line."""
+
+
+def source_dir(explicit=None):
+    """The folder with the compressed file: --src, else $FCN_DATA/squeezenet, else
+    ../shared/data/squeezenet beside the repo."""
+    candidates = [Path(explicit)] if explicit else [
+        Path(os.environ["FCN_DATA"]) / "squeezenet" if os.environ.get("FCN_DATA") else None,
+        REPO.parent / "shared" / "data" / "squeezenet"]
+    for c in candidates:
+        if c is not None and (c / COMPRESSED).is_file():
+            return c
+    where = candidates[0] if explicit else " or ".join(str(c) for c in candidates if c)
+    raise cli.UserError(f"{COMPRESSED} not found in {where}; it is the Deep Compression "
+                        "SqueezeNet v1.0 (github.com/songhan/SqueezeNet-Deep-Compression), "
+                        "with SqueezeNet_deploy.prototxt beside it")
+
+
+def layout(layers):
+    """Bytes each layer takes: [(name, weights, biases)] -> expected total given nnz."""
+    def total(nnz):
+        return 4 * len(layers) + sum(4 * CODEBOOK + 4 * b + n + (n + 1) // 2
+                                     for (_, _, b), n in zip(layers, nnz))
+    return total
+
+
+def decode(data, layers):
+    """bytes + [(name, weight shape, bias count)] -> {name: (weights, biases)}."""
+    n_layers = len(layers)
+    if len(data) < 4 * n_layers:
+        raise CompressedError(f"compressed file too short: expected at least {4 * n_layers} "
+                              f"bytes of header, found {len(data)}")
+    nnz = np.frombuffer(data, np.uint32, n_layers, 0).astype(np.int64)
+    expected = layout([(n, int(np.prod(s)), b) for n, s, b in layers])(nnz)
+    if expected != len(data):
+        raise CompressedError(f"compressed file has {len(data)} bytes, its layers need "
+                              f"{expected}: {'truncated' if len(data) < expected else 'extra bytes'}")
+    out, off = {}, 4 * n_layers
+    for (name, shape, n_bias), n in zip(layers, nnz):
+        size = int(np.prod(shape))
+        codebook = np.frombuffer(data, np.float32, CODEBOOK, off)
+        off += 4 * CODEBOOK
+        bias = np.frombuffer(data, np.float32, n_bias, off).copy()
+        off += 4 * n_bias
+        index = np.frombuffer(data, np.uint8, n, off)
+        off += n
+        packed = np.frombuffer(data, np.uint8, (n + 1) // 2, off)
+        off += (n + 1) // 2
+        gaps = np.empty(2 * len(packed), np.int64)
+        gaps[0::2], gaps[1::2] = packed & 0x0F, packed >> 4
+        pos = np.cumsum(gaps[:n] + 1) - 1
+        if n and pos[-1] >= size:
+            raise CompressedError(f"layer {name}: non-zero weight at position {pos[-1]} of a "
+                                  f"{size}-weight layer")
+        w = np.zeros(size, np.float32)
+        w[pos] = codebook[index]
+        out[name] = (w.reshape(shape), bias)
+    assert off == len(data)
+    return out
+
+
+def net_layers(net):
+    return [(k, v[0].data.shape, v[1].data.size) for k, v in net.params.items()]
+
+
+def decode_to_caffemodel(src, out):
+    import caffe
+    import surgery
+    net = caffe.Net(str(src / PROTOTXT), caffe.TEST)
+    params = decode((src / COMPRESSED).read_bytes(), net_layers(net))
+    for name, (w, b) in params.items():
+        net.params[name][0].data[...] = w
+        net.params[name][1].data[...] = b
+    surgery.save_atomic(net, out)
+    nnz = sum(int((w != 0).sum()) for w, _ in params.values())
+    total = sum(w.size for w, _ in params.values())
+    return nnz, total
+
+
+def classify(weights, images, top=5, labels=None):
+    """[(image, [(class index, score)...])] with the classifier's deploy net."""
+    import caffe
+    import infer
+    import nets
+    c = nets.CLASSIFIERS["squeezenet"]
+    net = caffe.Net(str(c.dir / c.proto), caffe.TEST)
+    import caffemodel
+    caffemodel.check_fits(weights, net)
+    net.copy_from(str(weights))
+    from PIL import Image
+    import layers
+    out = []
+    for path in images:
+        rgb = np.asarray(Image.fromarray(infer.load_rgb(path)).resize(c.input_hw[::-1],
+                                                                      Image.BILINEAR))
+        scores = net.forward(data=layers.preprocess(rgb, MEAN_BGR)[None])["pool_final"].ravel()
+        best = np.argsort(-scores)[:top]
+        out.append((path, [(int(i), float(scores[i])) for i in best]))
+    return out
+
+
+def main(argv=None):
+    import nets
+    c = nets.CLASSIFIERS["squeezenet"]
+    p = argparse.ArgumentParser(prog="squeezenet.py", description=__doc__.split("\n")[0])
+    p.add_argument("--src", help="folder with the compressed file and its prototxt")
+    p.add_argument("--out", default=str(c.dir / c.weights), help="caffemodel to write")
+    p.add_argument("--classify", nargs="+", metavar="IMAGE", help="classify these images")
+    p.add_argument("--weights", default=str(c.dir / c.weights), help="for --classify")
+    args = p.parse_args(argv)
+    if args.classify:
+        src = source_dir(args.src)
+        names_file = src.parent / "photos" / "imagenet_labels.txt"
+        names = names_file.read_text().splitlines()[1:] if names_file.is_file() else None
+        for path, best in classify(Path(args.weights), args.classify):
+            print(f"{path}: " + ", ".join(
+                f"{names[i] if names else i} ({s:.1f})" for i, s in best))
+        return 0
+    src = source_dir(args.src)
+    nnz, total = decode_to_caffemodel(src, Path(args.out))
+    print(f"decoded {src / COMPRESSED}: {nnz} of {total} weights non-zero; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
