@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench bench-camvid clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,6 +12,16 @@ test: setup
 
 demo: setup
 	.venv/bin/python scripts/demo.py
+
+# Benchmarks (not tests): speed against PyTorch and outputs against the pre-speed-work
+# build (minutes), and the hour-per-run CamVid training comparison (about 3 hours).
+bench: setup
+	.venv/bin/python -m pip install --disable-pip-version-check -q -r requirements-bench.txt
+	.venv/bin/python bench/speed.py
+	.venv/bin/python bench/outputs_unchanged.py
+
+bench-camvid: setup
+	.venv/bin/python bench/camvid.py
 
 # Removes what setup put in the repo; the build cache stays (see README: "Removing it").
 clean:

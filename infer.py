@@ -147,19 +147,21 @@ def layer_buffers(proto, blobs):
 
 
 def forward_elements(net, proto, inputs, h, w):
-    """(all blob + buffer elements, the largest single one) at input size h x w."""
+    """(elements of every blob plus the im2col buffer, the largest single one) at
+    input size h x w. All convolutions share one buffer (our patch 0008), so it is
+    as large as the largest layer's need."""
     for b in inputs:
         net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
     net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free
     shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
-    bufs = layer_buffers(proto, shapes)
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()] + list(bufs.values())
-    return sum(sizes), max(sizes)
+    blobs = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
+    buffer = max(layer_buffers(proto, shapes).values(), default=0)
+    return sum(blobs) + buffer, max(blobs + [buffer])
 
 
 def memory_model(net, proto, inputs, pad=100):
     """Fit elements(h, w) = a (h + 2 pad)(w + 2 pad) + b from two small sizes (every
-    blob and buffer of an FCN grows with the padded input area)."""
+    blob and the buffer of an FCN grow with the padded input area)."""
     pts = []
     for s in (64, 192):
         total, biggest = forward_elements(net, proto, inputs, s, s)

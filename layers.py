@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets import DATASETS
+from datasets import DATASETS, head_classes
 
 REPO = Path(__file__).resolve().parent
 IGNORE = 255
@@ -103,7 +103,12 @@ class Reader:
     gives the array a net reads."""
     dataset = None
     layout = ""
-    label_classes = {}          # label top -> number of classes
+    label_tops = ("label",)
+
+    @property
+    def label_classes(self):
+        """Label top -> number of classes (from datasets.py)."""
+        return {t: len(head_classes(self.dataset, t)) for t in self.label_tops}
 
     def __init__(self, root, params=None):
         self.root = Path(root)
@@ -179,7 +184,6 @@ class VOCReader(Reader):
     dataset = "voc"
     layout = ("<dir>/JPEGImages/<id>.jpg, <dir>/SegmentationClass/<id>.png (palette), "
               "<dir>/ImageSets/Segmentation/<split>.txt")
-    label_classes = {"label": 21}
 
     def split_file(self, split):
         return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
@@ -199,7 +203,6 @@ class VOCReader(Reader):
 class SBDDReader(Reader):
     dataset = "sbdd"
     layout = "<dir>/img/<id>.jpg, <dir>/cls/<id>.mat (GTcls.Segmentation), <dir>/<split>.txt"
-    label_classes = {"label": 21}
 
     def split_file(self, split):
         return self.root / f"{split}.txt"
@@ -227,7 +230,6 @@ class NYUDReader(Reader):
     dataset = "nyud"
     layout = ("<dir>/data/{images,depth,hha}/img_<id>.png, <dir>/labels40/img_<id>.png "
               "(derived), <dir>/<split>.txt")
-    label_classes = {"label": 40}
     MODALITIES = ("color", "depth", "hha", "label")
 
     def split_file(self, split):
@@ -270,7 +272,7 @@ class SIFTFlowReader(Reader):
     SUB = "spatial_envelope_256x256_static_8outdoorcategories"
     layout = (f"<dir>/Images/{SUB}/<id>.jpg, <dir>/SemanticLabels/{SUB}/<id>.mat, "
               f"<dir>/GeoLabels/{SUB}/<id>.mat (variable S), <dir>/<split>.txt")
-    label_classes = {"sem": 33, "geo": 3}
+    label_tops = ("sem", "geo")
 
     def split_file(self, split):
         return self.root / f"{split}.txt"
@@ -297,7 +299,6 @@ class PASCALContextReader(Reader):
     dataset = "pascalcontext"
     layout = ("<dir>/JPEGImages/<id>.jpg (VOC2010), <context_dir>/labels59/<id>.png "
               "(derived), <context_dir>/<split>.txt")
-    label_classes = {"label": 60}
 
     @property
     def context_dir(self):
@@ -325,7 +326,6 @@ class CamVidReader(Reader):
     id is "<split>/X.png"."""
     dataset = "camvid"
     layout = "<dir>/<split>.txt, <dir>/<split>/<name>.png, <dir>/<split>annot/<name>.png"
-    label_classes = {"label": 11}
     VOID = 11
 
     def split_file(self, split):

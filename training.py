@@ -248,8 +248,8 @@ def fmt_time(s):
 class Progress:
     """Iteration rate, smoothed loss and ETA on one line (redrawn on a terminal)."""
 
-    def __init__(self, start, total, window=20):
-        self.start, self.total, self.t0 = start, total, time.time()
+    def __init__(self, start, total, window=20, deadline=None):
+        self.start, self.total, self.t0, self.deadline = start, total, time.time(), deadline
         self.losses = deque(maxlen=window)
         self.tty = sys.stdout.isatty()
 
@@ -264,6 +264,8 @@ class Progress:
         done = it - self.start
         rate = done / max(time.time() - self.t0, 1e-9)
         eta = (self.total - it) / rate if rate > 0 else float("inf")
+        if self.deadline is not None:
+            eta = min(eta, max(self.deadline - time.time(), 0))
         return (f"iter {it}/{self.total} | {rate:.2f} it/s | loss {self.smoothed:.4g} "
                 f"(mean of {len(self.losses)}) | ETA {fmt_time(eta) if eta != float('inf') else '?'}")
 
@@ -338,8 +340,8 @@ def train(name, argv):
               "(Ctrl-C again to quit without one)", flush=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = Progress(solver.iter, args.iters)
     deadline = time.time() + 60 * args.time_budget if args.time_budget else None
+    bar = Progress(solver.iter, args.iters, deadline=deadline)
     out_of_time = False
     print(f"training {name} from iteration {solver.iter} to {args.iters}, scoring "
           f"{model.eval.split} ({n_eval} images) every {interval}; output in {rel(out)}",

@@ -1,0 +1,117 @@
+"""Speed work must not change the numbers: FCN-8s score maps from this build
+against the build before any speed patch, on the same random weights and input.
+
+    python bench/outputs_unchanged.py [--baseline-rev REV]
+
+The baseline is the project's first Caffe build (git REV, default the initial
+commit: the sdist with patches 0001-0003, pthread OpenBLAS, no OpenMP), made
+once with third_party/caffe/build.sh into the build cache. Each build runs in
+its own process. Prints one JSON line: per input size the largest absolute
+difference, the largest score magnitude, their ratio, and whether every value
+agrees to rtol 1e-4 (atol 1e-4 of the largest score).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = [(500, 500), (334, 500)]
+
+WORKER = r'''
+import sys, numpy as np, caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST)
+out = {}
+for h, w in [(500, 500), (334, 500)]:
+    x = np.random.default_rng(1).uniform(-120, 130, (1, 3, h, w)).astype(np.float32)
+    net.blobs["data"].reshape(1, 3, h, w); net.reshape()
+    out[f"{h}x{w}"] = net.forward(data=x)["score"].copy()
+np.savez(sys.argv[3], __file__=np.array(caffe.__file__), **out)
+'''
+
+
+def cache_dir():
+    env = os.environ.get("FCN_CACHE_DIR")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-caffe"
+
+
+def initial_commit():
+    return subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout.split()[-1]
+
+
+def baseline_package(rev):
+    """The caffe package of the baseline build, built once into the cache."""
+    dest = cache_dir() / f"baseline-{rev[:12]}"
+    if (dest / ".complete").is_file():
+        return dest
+    env = dict(line.split("=", 1) for line in (REPO / "third_party/caffe/sdist.env").read_text()
+               .splitlines() if "=" in line and not line.startswith("#"))
+    sdist = cache_dir() / "sdist" / env["SDIST_FILE"]
+    if not sdist.is_file():
+        raise SystemExit(f"{sdist} missing: run make setup first")
+    work = Path(tempfile.mkdtemp(prefix="baseline-"))
+    tar = subprocess.run(["git", "archive", rev, "third_party/caffe"], cwd=REPO,
+                         capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=tar, check=True)
+    print(f"building the baseline Caffe of {rev[:12]} (a few minutes) ...", file=sys.stderr)
+    subprocess.run(["bash", str(work / "third_party/caffe/build.sh"), str(sdist), str(work),
+                    str(work / "out"), sys.executable], check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.move(str(work / "out"), dest)
+    (dest / ".complete").touch()
+    shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def scores(pythonpath, weights, out):
+    env = {**os.environ, "GLOG_minloglevel": "2"}
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath)
+    subprocess.run([sys.executable, "-c", WORKER, str(REPO / "voc-fcn8s/deploy.prototxt"),
+                    str(weights), str(out)], env=env, check=True, cwd=tempfile.gettempdir())
+    import numpy as np
+    return np.load(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--baseline-rev")
+    args = p.parse_args(argv)
+    rev = args.baseline_rev or initial_commit()
+    base = baseline_package(rev)
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import numpy as np
+    import caffe
+    from bench.speed import random_weights
+    with tempfile.TemporaryDirectory() as tmp:
+        net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), caffe.TEST)
+        random_weights(net)
+        weights = Path(tmp) / "w.caffemodel"
+        net.save(str(weights))
+        del net
+        old = scores(base, weights, Path(tmp) / "old.npz")
+        new = scores(None, weights, Path(tmp) / "new.npz")
+        assert str(old["__file__"]).startswith(str(base)), "baseline build not used"
+        line = {"bench": "outputs_unchanged", "baseline": rev[:12]}
+        for h, w in SIZES:
+            a, b = old[f"{h}x{w}"].astype(np.float64), new[f"{h}x{w}"].astype(np.float64)
+            scale = float(np.abs(a).max())
+            diff = float(np.abs(a - b).max())
+            line[f"{h}x{w}"] = {"max_abs_diff": diff, "max_abs_score": scale,
+                                "max_diff_over_max_score": diff / scale,
+                                "allclose_rtol_1e-4": bool(np.allclose(b, a, rtol=1e-4,
+                                                                       atol=1e-4 * scale)),
+                                "same_argmax_fraction": float((a.argmax(1) == b.argmax(1)).mean())}
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Caffe (this build, pycaffe) against PyTorch on the CPU, same nets, same weights.
+
+    python bench/speed.py [--reps 5] [--parts forward,first,infer,train]
+
+Measures, in one run, each part in fresh processes so that neither library's
+thread pool disturbs the other:
+  forward  warm forward of voc-fcn8s/deploy.prototxt at 500x500 and 334x500,
+           median of --reps, Caffe and PyTorch, their ratio, and the largest
+           absolute difference between the two score maps;
+  first    Caffe's first forward in a fresh process against its warm forward;
+  infer    infer.py's wall time from process start to PNG written, on the VOC
+           demo image with a caffemodel of the released size (random weights),
+           against the warm forward at that size;
+  train    one SGD iteration (forward, backward, update) of voc-fcn32s on a
+           500x375 image with the solver's settings, Caffe and PyTorch;
+and the peak resident memory of every process. Prints one JSON line.
+Needs PyTorch (make bench installs requirements-bench.txt).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+SIZES = [(500, 500), (334, 500)]
+
+
+# ---------------------------------------------------------------------------
+# Workers (run in their own processes)
+
+
+def random_weights(net, seed=0):
+    """He-style random weights (activations keep their scale through VGG-16);
+    deconvolutions bilinear, as in every FCN."""
+    import numpy as np
+    import surgery
+    rng = np.random.default_rng(seed)
+    for name, params in net.params.items():
+        w = params[0].data
+        fan_in = int(np.prod(w.shape[1:]))
+        w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32((2 / fan_in) ** 0.5)
+        for b in params[1:]:
+            b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32) * 0.1
+    surgery.interp(net)
+
+
+def image_input(h, w, seed=1):
+    import numpy as np
+    return np.random.default_rng(seed).uniform(-120, 130, (1, 3, h, w)).astype(np.float32)
+
+
+def worker_caffe_forward(weights, reps, out):
+    import caffe
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
+    res, maps = {}, {}
+    for h, w in SIZES:
+        x = image_input(h, w)
+        net.blobs["data"].reshape(1, 3, h, w)
+        net.reshape()
+        net.forward(data=x)                                  # warm up at this size
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            net.forward(data=x)
+            times.append(time.perf_counter() - t)
+        res[f"{h}x{w}"] = statistics.median(times)
+        maps[f"{h}x{w}"] = net.blobs["score"].data.copy()
+    import numpy as np
+    np.savez(out, **maps)
+    return res
+
+
+def worker_torch_forward(weights, reps, out):
+    import caffe
+    import numpy as np
+    import torch
+    from bench.torch_fcn import TorchNet
+    torch.set_num_threads(os.cpu_count())
+    cnet = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
+    tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), cnet).eval()
+    del cnet
+    res, maps = {}, {}
+    with torch.no_grad():
+        for h, w in SIZES:
+            x = torch.from_numpy(image_input(h, w))
+            tnet(data=x)
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                y = tnet(data=x)["score"]
+                times.append(time.perf_counter() - t)
+            res[f"{h}x{w}"] = statistics.median(times)
+            maps[f"{h}x{w}"] = y.numpy().copy()
+    np.savez(out, **maps)
+    return res
+
+
+def worker_caffe_first(weights, reps, out):
+    t0 = time.perf_counter()
+    import caffe
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
+    t_load = time.perf_counter() - t0
+    x = image_input(500, 500)
+    net.blobs["data"].reshape(1, 3, 500, 500)
+    net.reshape()
+    t = time.perf_counter()
+    net.forward(data=x)
+    first = time.perf_counter() - t
+    warm = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        net.forward(data=x)
+        warm.append(time.perf_counter() - t)
+    return {"import_and_load_s": t_load, "first_s": first, "warm_s": statistics.median(warm)}
+
+
+def train_net_file(tmp):
+    """voc-fcn32s's training net with Input layers instead of the data layer."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    p = text_format.Parse((REPO / "voc-fcn32s/train.prototxt").read_text(), caffe_pb2.NetParameter())
+    d = p.layer[0]
+    d.Clear()
+    d.name, d.type = "input", "Input"
+    d.top.extend(["data", "label"])
+    for dims in ([1, 3, 375, 500], [1, 1, 375, 500]):
+        d.input_param.shape.add().dim.extend(dims)
+    path = Path(tmp) / "train.prototxt"
+    path.write_text(str(p))
+    return path
+
+
+def train_batch():
+    import numpy as np
+    rng = np.random.default_rng(2)
+    return image_input(375, 500), rng.integers(0, 21, (1, 1, 375, 500)).astype(np.float32)
+
+
+def worker_caffe_train(weights, reps, out):
+    import caffe
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    caffe.set_mode_cpu()
+    tmp = tempfile.mkdtemp()
+    s = text_format.Parse((REPO / "voc-fcn32s/solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    s.train_net = str(train_net_file(tmp))
+    del s.test_net[:]
+    del s.test_iter[:]
+    s.ClearField("test_interval")
+    s.snapshot_prefix = tmp + "/s"
+    s.display = 0
+    (Path(tmp) / "solver.prototxt").write_text(str(s))
+    solver = caffe.SGDSolver(str(Path(tmp) / "solver.prototxt"))
+    solver.net.copy_from(str(weights))
+    x, y = train_batch()
+    solver.net.blobs["data"].data[...] = x
+    solver.net.blobs["label"].data[...] = y
+    solver.step(1)                                           # warm up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        solver.step(1)
+        times.append(time.perf_counter() - t)
+    return {"iteration_s": statistics.median(times), "loss": float(solver.net.blobs["loss"].data)}
+
+
+def worker_torch_train(weights, reps, out):
+    import caffe
+    import torch
+    from bench.torch_fcn import TorchNet
+    torch.set_num_threads(os.cpu_count())
+    tmp = tempfile.mkdtemp()
+    path = train_net_file(tmp)
+    cnet = caffe.Net(str(path), str(weights), caffe.TEST)
+    tnet = TorchNet(str(path), cnet).train()
+    del cnet
+    opt = tnet.sgd(base_lr=1e-10, momentum=0.99, weight_decay=5e-4)
+    x, y = (torch.from_numpy(a) for a in train_batch())
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = tnet(data=x, label=y)["loss"]
+        loss.backward()
+        opt.step()
+        return loss
+    step()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t)
+    return {"iteration_s": statistics.median(times), "loss": float(loss)}
+
+
+WORKERS = {k[len("worker_"):]: v for k, v in dict(globals()).items() if k.startswith("worker_")}
+
+
+# ---------------------------------------------------------------------------
+# Parent
+
+
+def run_worker(name, weights, reps, tmp):
+    """(result, peak RSS in GB) of one worker process."""
+    out = Path(tmp) / f"{name}.npz"
+    res_file = Path(tmp) / f"{name}.json"
+    cmd = [sys.executable, __file__, "--worker", name, "--weights", str(weights),
+           "--reps", str(reps), "--out", str(out), "--result", str(res_file)]
+    p = subprocess.Popen(cmd, cwd=REPO)
+    _, status, usage = os.wait4(p.pid, 0)
+    if status != 0:
+        raise SystemExit(f"worker {name} failed ({status})")
+    return json.loads(res_file.read_text()), usage.ru_maxrss / 1e6
+
+
+def make_weights(tmp, model="voc-fcn8s"):
+    import caffe
+    net = caffe.Net(str(REPO / model / "deploy.prototxt"), caffe.TEST)
+    random_weights(net)
+    path = Path(tmp) / f"{model}-random.caffemodel"
+    net.save(str(path))
+    return path
+
+
+def infer_wall(weights, tmp):
+    image = REPO.parent / "shared/data/voc-demo/image.jpg"
+    if not image.is_file():
+        import numpy as np
+        from PIL import Image
+        image = Path(tmp) / "image.jpg"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (500, 334, 3), np.uint8)).save(image)
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, str(REPO / "infer.py"), str(image), "--model", "voc-fcn8s",
+                          "--weights", str(weights), "--out", str(Path(tmp) / "infer")],
+                         stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    assert status == 0 and (Path(tmp) / "infer/image.png").is_file(), "infer.py failed"
+    return wall, usage.ru_maxrss / 1e6
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--parts", default="forward,first,infer,train")
+    p.add_argument("--worker")
+    p.add_argument("--weights")
+    p.add_argument("--out")
+    p.add_argument("--result")
+    args = p.parse_args(argv)
+    if args.worker:
+        res = WORKERS[args.worker](Path(args.weights), args.reps, args.out)
+        Path(args.result).write_text(json.dumps(res))
+        return 0
+
+    import numpy as np
+    parts = args.parts.split(",")
+    line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights8 = make_weights(tmp)
+        if "forward" in parts:
+            c, c_rss = run_worker("caffe_forward", weights8, args.reps, tmp)
+            t, t_rss = run_worker("torch_forward", weights8, args.reps, tmp)
+            cm, tm = np.load(Path(tmp) / "caffe_forward.npz"), np.load(Path(tmp) / "torch_forward.npz")
+            line["forward"] = {
+                size: {"caffe_s": round(c[size], 3), "torch_s": round(t[size], 3),
+                       "caffe_over_torch": round(c[size] / t[size], 3),
+                       "max_abs_diff": float(np.abs(cm[size] - tm[size]).max()),
+                       "max_abs_score": float(np.abs(cm[size]).max())}
+                for size in c}
+            line["peak_rss_gb"] = {"caffe_forward": round(c_rss, 2), "torch_forward": round(t_rss, 2)}
+        if "first" in parts:
+            f, f_rss = run_worker("caffe_first", weights8, args.reps, tmp)
+            line["first_forward"] = {k: round(v, 3) for k, v in f.items()}
+            line["first_forward"]["first_over_warm"] = round(f["first_s"] / f["warm_s"], 3)
+            line.setdefault("peak_rss_gb", {})["caffe_first_forward_500x500"] = round(f_rss, 2)
+        if "infer" in parts:
+            wall, rss = infer_wall(weights8, tmp)
+            warm = line.get("forward", {}).get("334x500", {}).get("caffe_s")
+            line["infer"] = {"wall_s": round(wall, 3), "warm_forward_334x500_s": warm,
+                             "overhead_s": round(wall - warm, 3) if warm else None}
+            line.setdefault("peak_rss_gb", {})["infer_334x500"] = round(rss, 2)
+        if "train" in parts:
+            weights32 = make_weights(tmp, "voc-fcn32s")
+            c, c_rss = run_worker("caffe_train", weights32, args.reps, tmp)
+            t, t_rss = run_worker("torch_train", weights32, args.reps, tmp)
+            line["train"] = {"caffe_s": round(c["iteration_s"], 3), "torch_s": round(t["iteration_s"], 3),
+                             "caffe_over_torch": round(c["iteration_s"] / t["iteration_s"], 3),
+                             "caffe_loss": c["loss"], "torch_loss": t["loss"]}
+            line.setdefault("peak_rss_gb", {}).update(caffe_train=round(c_rss, 2),
+                                                      torch_train=round(t_rss, 2))
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
