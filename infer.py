@@ -125,9 +125,15 @@ def expand_inputs(paths):
 # Memory: what a forward pass of a net needs at a given input size
 
 
+# Our patch 0009: convolutions unfold their input a band of output rows at a time,
+# at most this many values (BaseConvolutionLayer::kColBandElements).
+COL_BAND_ELEMENTS = 16 << 20
+
+
 def layer_buffers(proto, blobs):
-    """Elements of Caffe's im2col buffers: convolutions that are not 1x1/stride 1/pad 0
-    unfold their input, deconvolutions fold into their output."""
+    """Elements of Caffe's im2col buffer per layer: convolutions that are not
+    1x1/stride 1/pad 0 unfold their input, deconvolutions fold into their output,
+    each a band of rows at a time (at least one row, at most the whole map)."""
     out = {}
     for layer in proto.layer:
         if layer.type not in ("Convolution", "Deconvolution"):
@@ -140,16 +146,18 @@ def layer_buffers(proto, blobs):
             continue
         bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
         if layer.type == "Convolution":
-            out[layer.name] = bottom[1] * k * k * top[2] * top[3]
+            kernel_dim, rows, cols = bottom[1] * k * k, top[2], top[3]
         else:
-            out[layer.name] = top[1] * k * k * bottom[2] * bottom[3]
+            kernel_dim, rows, cols = top[1] * k * k, bottom[2], bottom[3]
+        band = max(1, min(rows, COL_BAND_ELEMENTS // max(1, kernel_dim * cols)))
+        out[layer.name] = kernel_dim * cols * band
     return out
 
 
 def forward_elements(net, proto, inputs, h, w):
     """(elements of every blob plus the im2col buffer, the largest single one) at
     input size h x w. All convolutions share one buffer (our patch 0008), so it is
-    as large as the largest layer's need."""
+    as large as the largest layer's band."""
     for b in inputs:
         net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
     net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free

@@ -1,12 +1,13 @@
 """Caffe (this build, pycaffe) against PyTorch on the CPU, same nets, same weights.
 
-    python bench/speed.py [--reps 5] [--parts forward,first,infer,train]
+    python bench/speed.py [--reps 5] [--rounds 3] [--parts forward,first,infer,train]
 
 Measures, in one run, each part in fresh processes so that neither library's
-thread pool disturbs the other:
+thread pool disturbs the other; Caffe and PyTorch processes alternate for
+--rounds rounds, and each figure is the median of all their repetitions:
   forward  warm forward of voc-fcn8s/deploy.prototxt at 500x500 and 334x500,
-           median of --reps, Caffe and PyTorch, their ratio, and the largest
-           absolute difference between the two score maps;
+           Caffe and PyTorch, their ratio, and the largest absolute difference
+           between the two score maps;
   first    Caffe's first forward in a fresh process against its warm forward;
   infer    infer.py's wall time from process start to PNG written, on the VOC
            demo image with a caffemodel of the released size (random weights),
@@ -73,7 +74,7 @@ def worker_caffe_forward(weights, reps, out):
             t = time.perf_counter()
             net.forward(data=x)
             times.append(time.perf_counter() - t)
-        res[f"{h}x{w}"] = statistics.median(times)
+        res[f"{h}x{w}"] = times
         maps[f"{h}x{w}"] = net.blobs["score"].data.copy()
     import numpy as np
     np.savez(out, **maps)
@@ -99,7 +100,7 @@ def worker_torch_forward(weights, reps, out):
                 t = time.perf_counter()
                 y = tnet(data=x)["score"]
                 times.append(time.perf_counter() - t)
-            res[f"{h}x{w}"] = statistics.median(times)
+            res[f"{h}x{w}"] = times
             maps[f"{h}x{w}"] = y.numpy().copy()
     np.savez(out, **maps)
     return res
@@ -172,7 +173,7 @@ def worker_caffe_train(weights, reps, out):
         t = time.perf_counter()
         solver.step(1)
         times.append(time.perf_counter() - t)
-    return {"iteration_s": statistics.median(times), "loss": float(solver.net.blobs["loss"].data)}
+    return {"iteration_s": times, "loss": float(solver.net.blobs["loss"].data)}
 
 
 def worker_torch_train(weights, reps, out):
@@ -200,7 +201,7 @@ def worker_torch_train(weights, reps, out):
         t = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - t)
-    return {"iteration_s": statistics.median(times), "loss": float(loss)}
+    return {"iteration_s": times, "loss": float(loss.detach())}
 
 
 WORKERS = {k[len("worker_"):]: v for k, v in dict(globals()).items() if k.startswith("worker_")}
@@ -221,6 +222,26 @@ def run_worker(name, weights, reps, tmp):
     if status != 0:
         raise SystemExit(f"worker {name} failed ({status})")
     return json.loads(res_file.read_text()), usage.ru_maxrss / 1e6
+
+
+def interleaved(workers, weights, args, tmp):
+    """Each worker --rounds times in fresh processes, alternating (A B A B ...), so
+    that a slow spell of a shared machine falls on both: (per worker its results
+    per round..., peak RSS in GB per worker)."""
+    results = {w: [] for w in workers}
+    rss = {w: 0.0 for w in workers}
+    for r in range(args.rounds):
+        for w in workers:
+            res, peak = run_worker(w, weights, args.reps, tmp)
+            results[w].append(res)
+            rss[w] = max(rss[w], round(peak, 2))
+            print(f"round {r + 1}/{args.rounds}: {w} done", file=sys.stderr, flush=True)
+    return (*[results[w] for w in workers], [rss[w] for w in workers])
+
+
+def med(rounds, key):
+    """Median over every repetition of every round."""
+    return round(statistics.median(x for r in rounds for x in r[key]), 3)
 
 
 def make_weights(tmp, model="voc-fcn8s"):
@@ -258,7 +279,9 @@ def cpu_name():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per process")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating Caffe/PyTorch processes per comparison")
     p.add_argument("--parts", default="forward,first,infer,train")
     p.add_argument("--worker")
     p.add_argument("--weights")
@@ -272,20 +295,22 @@ def main(argv=None):
 
     import numpy as np
     parts = args.parts.split(",")
-    line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps}
+    if args.reps < 1 or args.rounds < 1:
+        p.error("--reps and --rounds must be at least 1")
+    line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps,
+            "rounds": args.rounds}
     with tempfile.TemporaryDirectory() as tmp:
         weights8 = make_weights(tmp)
         if "forward" in parts:
-            c, c_rss = run_worker("caffe_forward", weights8, args.reps, tmp)
-            t, t_rss = run_worker("torch_forward", weights8, args.reps, tmp)
+            c, t, rss = interleaved(["caffe_forward", "torch_forward"], weights8, args, tmp)
             cm, tm = np.load(Path(tmp) / "caffe_forward.npz"), np.load(Path(tmp) / "torch_forward.npz")
             line["forward"] = {
-                size: {"caffe_s": round(c[size], 3), "torch_s": round(t[size], 3),
-                       "caffe_over_torch": round(c[size] / t[size], 3),
+                size: {"caffe_s": med(c, size), "torch_s": med(t, size),
+                       "caffe_over_torch": round(med(c, size) / med(t, size), 3),
                        "max_abs_diff": float(np.abs(cm[size] - tm[size]).max()),
                        "max_abs_score": float(np.abs(cm[size]).max())}
-                for size in c}
-            line["peak_rss_gb"] = {"caffe_forward": round(c_rss, 2), "torch_forward": round(t_rss, 2)}
+                for size in c[0]}
+            line["peak_rss_gb"] = {"caffe_forward": rss[0], "torch_forward": rss[1]}
         if "first" in parts:
             f, f_rss = run_worker("caffe_first", weights8, args.reps, tmp)
             line["first_forward"] = {k: round(v, 3) for k, v in f.items()}
@@ -299,13 +324,11 @@ def main(argv=None):
             line.setdefault("peak_rss_gb", {})["infer_334x500"] = round(rss, 2)
         if "train" in parts:
             weights32 = make_weights(tmp, "voc-fcn32s")
-            c, c_rss = run_worker("caffe_train", weights32, args.reps, tmp)
-            t, t_rss = run_worker("torch_train", weights32, args.reps, tmp)
-            line["train"] = {"caffe_s": round(c["iteration_s"], 3), "torch_s": round(t["iteration_s"], 3),
-                             "caffe_over_torch": round(c["iteration_s"] / t["iteration_s"], 3),
-                             "caffe_loss": c["loss"], "torch_loss": t["loss"]}
-            line.setdefault("peak_rss_gb", {}).update(caffe_train=round(c_rss, 2),
-                                                      torch_train=round(t_rss, 2))
+            c, t, rss = interleaved(["caffe_train", "torch_train"], weights32, args, tmp)
+            line["train"] = {"caffe_s": med(c, "iteration_s"), "torch_s": med(t, "iteration_s"),
+                             "caffe_over_torch": round(med(c, "iteration_s") / med(t, "iteration_s"), 3),
+                             "caffe_loss": c[-1]["loss"], "torch_loss": t[-1]["loss"]}
+            line.setdefault("peak_rss_gb", {}).update(caffe_train=rss[0], torch_train=rss[1])
     print(json.dumps(line))
     return 0
 

@@ -176,3 +176,69 @@ def test_layers_sharing_the_im2col_buffer_do_not_disturb_each_other(tmp_path):
     b1, b2 = (net.params[k][1].data.astype(np.float64) for k in list(net.params))
     mid = conv_ref(x.astype(np.float64), w1, b1, 1, 2, 1, 1)
     np.testing.assert_allclose(y, conv_ref(mid, w2, b2, 2, 0, 1, 1), rtol=1e-4, atol=1e-4)
+
+
+def conv_weight_grad_ref(x, dy, k, stride, pad, group):
+    """d(sum dy * conv(x, w)) / dw, by unfolding x."""
+    n, c, h, wd = x.shape
+    o, oh, ow = dy.shape[1:]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cg, og = c // group, o // group
+    dw = np.zeros((o, cg, k, k))
+    for g in range(group):
+        xs, dys = xp[:, g * cg:(g + 1) * cg], dy[:, g * og:(g + 1) * og]
+        for i in range(k):
+            for j in range(k):
+                patch = xs[:, :, i: i + stride * (oh - 1) + 1: stride,
+                           j: j + stride * (ow - 1) + 1: stride]
+                dw[g * og:(g + 1) * og, :, i, j] = np.einsum("nohw,nchw->oc", dys, patch)
+    return dw
+
+
+@pytest.mark.parametrize("k,stride,pad,group", [(5, 1, 2, 1), (3, 2, 30, 2)])
+def test_convolution_unfolded_band_by_band(tmp_path, k, stride, pad, group):
+    """A convolution whose unfolded input (over 16M values) is processed in
+    bands of output rows: forward, input and weight gradients as unbanded."""
+    shape = (1, 48, 300, 260) if stride == 1 else (1, 64, 500, 400)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
+        d, kernel_size=k, stride=stride, pad=pad, group=group, num_output=4,
+        weight_filler=dict(type="gaussian", std=1), bias_filler=dict(type="gaussian", std=1)))
+    oh = (shape[2] + 2 * pad - k) // stride + 1
+    ow = (shape[3] + 2 * pad - k) // stride + 1
+    assert shape[1] * k * k * oh * ow > 16 << 20          # more than one band
+    x = RNG.standard_normal(shape).astype(np.float32)
+    w, b = (p.data.astype(np.float64) for p in net.params["out"])
+    y = net.forward(data=x)["out"]
+    np.testing.assert_allclose(y, conv_ref(x.astype(np.float64), w, b, stride, pad, 1, group),
+                               rtol=1e-4, atol=1e-3)
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.params["out"][0].diff[...] = 0
+    net.backward()
+    probe = RNG.standard_normal(shape)
+    lhs = np.sum(g * conv_ref(probe, w, np.zeros_like(b), stride, pad, 1, group))
+    assert np.sum(net.blobs["data"].diff.astype(np.float64) * probe) == pytest.approx(lhs, rel=1e-4)
+    np.testing.assert_allclose(net.params["out"][0].diff,
+                               conv_weight_grad_ref(x.astype(np.float64), g.astype(np.float64),
+                                                    k, stride, pad, group), rtol=1e-3, atol=1e-2)
+
+
+def test_deconvolution_folded_band_by_band(tmp_path):
+    """A deconvolution (FCN's upsampling) whose column buffer is folded back in
+    bands of input rows: forward is the adjoint of convolution, the input
+    gradient is the convolution of the output gradient."""
+    shape = (1, 12, 90, 80)
+    k, stride = 16, 8
+    net = one_layer_net(tmp_path, shape, lambda d: L.Deconvolution(d, convolution_param=dict(
+        num_output=12, kernel_size=k, stride=stride, bias_term=False,
+        weight_filler=dict(type="gaussian", std=1))))
+    assert 12 * k * k * shape[2] * shape[3] > 16 << 20
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = net.forward(data=x)["out"].astype(np.float64)
+    w = net.params["out"][0].data.astype(np.float64)
+    probe = RNG.standard_normal(y.shape)
+    conv_probe = conv_ref(probe, w, np.zeros(12), stride, 0, 1, 1)
+    assert np.sum(y * probe) == pytest.approx(np.sum(x * conv_probe), rel=1e-4)
+    net.blobs["out"].diff[...] = probe
+    net.backward()
+    np.testing.assert_allclose(net.blobs["data"].diff, conv_probe, rtol=1e-3, atol=1e-2)

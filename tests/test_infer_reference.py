@@ -169,3 +169,13 @@ def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
 
     r = run("reference.py", "compare", tmp_path / "a.npz", tmp_path / "nope.npz", cwd=tmp_path)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_memory_model_knows_the_im2col_band_of_our_caffe():
+    """infer.py's memory estimate assumes the column-band size that patch 0009
+    compiles into Caffe; the two must not drift apart."""
+    import re
+    patch = (REPO / "third_party/caffe/patches/0009-conv-im2col-in-row-bands.patch").read_text()
+    m = re.search(r"^\+\s*static const long kColBandElements = (\d+)L << (\d+);", patch, re.M)
+    assert m, "kColBandElements not found in patch 0009"
+    assert infer.COL_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
