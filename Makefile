@@ -20,8 +20,9 @@ bench: setup
 	.venv/bin/python bench/speed.py
 	.venv/bin/python bench/outputs_unchanged.py
 
+CAMVID_MINUTES ?= 15
 bench-camvid: setup
-	.venv/bin/python bench/camvid.py
+	.venv/bin/python bench/camvid.py --minutes $(CAMVID_MINUTES)
 
 # Removes what setup put in the repo; the build cache stays (see README: "Removing it").
 clean:
