@@ -295,6 +295,9 @@ def main(argv=None):
 
     import numpy as np
     parts = args.parts.split(",")
+    unknown = set(parts) - {"forward", "first", "infer", "train"}
+    if unknown:
+        p.error(f"unknown --parts {','.join(sorted(unknown))} (choose from forward,first,infer,train)")
     if args.reps < 1 or args.rounds < 1:
         p.error("--reps and --rounds must be at least 1")
     line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps,
