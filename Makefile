@@ -20,7 +20,7 @@ bench: setup
 	.venv/bin/python bench/speed.py
 	.venv/bin/python bench/outputs_unchanged.py
 
-CAMVID_MINUTES ?= 15
+CAMVID_MINUTES ?= 12
 bench-camvid: setup
 	.venv/bin/python bench/camvid.py --minutes $(CAMVID_MINUTES)
 
