@@ -88,7 +88,7 @@ def worker_torch_forward(weights, reps, out):
     from bench.torch_fcn import TorchNet
     torch.set_num_threads(os.cpu_count())
     cnet = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
-    tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), cnet).eval()
+    tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), cnet).train(False)  # inference mode
     del cnet
     res, maps = {}, {}
     with torch.no_grad():
