@@ -127,7 +127,7 @@ def expand_inputs(paths):
 
 # Our patch 0009: convolutions unfold their input a band of output rows at a time,
 # at most this many values (BaseConvolutionLayer::kColBandElements).
-COL_BAND_ELEMENTS = 16 << 20
+COL_BAND_ELEMENTS = 2 << 20
 
 
 def layer_buffers(proto, blobs):

@@ -197,15 +197,15 @@ def conv_weight_grad_ref(x, dy, k, stride, pad, group):
 
 @pytest.mark.parametrize("k,stride,pad,group", [(5, 1, 2, 1), (3, 2, 30, 2)])
 def test_convolution_unfolded_band_by_band(tmp_path, k, stride, pad, group):
-    """A convolution whose unfolded input (over 16M values) is processed in
+    """A convolution whose unfolded input (over 2M values) is processed in
     bands of output rows: forward, input and weight gradients as unbanded."""
-    shape = (1, 48, 300, 260) if stride == 1 else (1, 64, 500, 400)
+    shape = (1, 16, 100, 120) if stride == 1 else (1, 32, 200, 160)
     net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
         d, kernel_size=k, stride=stride, pad=pad, group=group, num_output=4,
         weight_filler=dict(type="gaussian", std=1), bias_filler=dict(type="gaussian", std=1)))
     oh = (shape[2] + 2 * pad - k) // stride + 1
     ow = (shape[3] + 2 * pad - k) // stride + 1
-    assert shape[1] * k * k * oh * ow > 16 << 20          # more than one band
+    assert shape[1] * k * k * oh * ow > 2 << 20           # more than one band
     x = RNG.standard_normal(shape).astype(np.float32)
     w, b = (p.data.astype(np.float64) for p in net.params["out"])
     y = net.forward(data=x)["out"]
@@ -227,17 +227,17 @@ def test_deconvolution_folded_band_by_band(tmp_path):
     """A deconvolution (FCN's upsampling) whose column buffer is folded back in
     bands of input rows: forward is the adjoint of convolution, the input
     gradient is the convolution of the output gradient."""
-    shape = (1, 12, 90, 80)
+    shape = (1, 8, 40, 30)
     k, stride = 16, 8
     net = one_layer_net(tmp_path, shape, lambda d: L.Deconvolution(d, convolution_param=dict(
-        num_output=12, kernel_size=k, stride=stride, bias_term=False,
+        num_output=8, kernel_size=k, stride=stride, bias_term=False,
         weight_filler=dict(type="gaussian", std=1))))
-    assert 12 * k * k * shape[2] * shape[3] > 16 << 20
+    assert 8 * k * k * shape[2] * shape[3] > 2 << 20
     x = RNG.standard_normal(shape).astype(np.float32)
     y = net.forward(data=x)["out"].astype(np.float64)
     w = net.params["out"][0].data.astype(np.float64)
     probe = RNG.standard_normal(y.shape)
-    conv_probe = conv_ref(probe, w, np.zeros(12), stride, 0, 1, 1)
+    conv_probe = conv_ref(probe, w, np.zeros(8), stride, 0, 1, 1)
     assert np.sum(y * probe) == pytest.approx(np.sum(x * conv_probe), rel=1e-4)
     net.blobs["out"].diff[...] = probe
     net.backward()
