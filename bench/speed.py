@@ -11,7 +11,7 @@ thread pool disturbs the other; Caffe and PyTorch processes alternate for
   first    Caffe's first forward in a fresh process against its warm forward;
   infer    infer.py's wall time from process start to PNG written, on the VOC
            demo image with a caffemodel of the released size (random weights),
-           against the warm forward at that size;
+           median of --rounds runs, against the warm forward at that size;
   train    one SGD iteration (forward, backward, update) of voc-fcn32s on a
            500x375 image with the solver's settings, Caffe and PyTorch;
 and the peak resident memory of every process. Prints one JSON line.
@@ -320,7 +320,8 @@ def main(argv=None):
             line["first_forward"]["first_over_warm"] = round(f["first_s"] / f["warm_s"], 3)
             line.setdefault("peak_rss_gb", {})["caffe_first_forward_500x500"] = round(f_rss, 2)
         if "infer" in parts:
-            wall, rss = infer_wall(weights8, tmp)
+            runs = [infer_wall(weights8, tmp) for _ in range(args.rounds)]
+            wall, rss = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
             warm = line.get("forward", {}).get("334x500", {}).get("caffe_s")
             line["infer"] = {"wall_s": round(wall, 3), "warm_forward_334x500_s": warm,
                              "overhead_s": round(wall - warm, 3) if warm else None}
