@@ -291,6 +291,10 @@ def train(name, argv):
             raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     if args.time_budget is not None and args.time_budget <= 0:
         raise cli.UserError(f"--time-budget must be positive, got {args.time_budget}")
+    if args.base_lr is not None and args.base_lr <= 0:
+        raise cli.UserError(f"--base-lr must be positive, got {args.base_lr}")
+    if args.momentum is not None and not 0 <= args.momentum < 1:
+        raise cli.UserError(f"--momentum must be in [0, 1), got {args.momentum}")
     interval = args.test_interval or model.test_interval
     out = Path(args.out).resolve() if args.out else REPO / "out" / name
     out.mkdir(parents=True, exist_ok=True)
@@ -311,10 +315,6 @@ def train(name, argv):
         raise cli.UserError(f"--resume: the state is at iteration {resume_iter}, "
                             f"not before --iters {args.iters}")
 
-    if args.base_lr is not None and args.base_lr <= 0:
-        raise cli.UserError(f"--base-lr must be positive, got {args.base_lr}")
-    if args.momentum is not None and not 0 <= args.momentum < 1:
-        raise cli.UserError(f"--momentum must be in [0, 1), got {args.momentum}")
     solver = make_solver(model, out, args.display, args.base_lr, args.momentum)
     if args.resume:
         solver.restore(str(Path(args.resume).resolve()))

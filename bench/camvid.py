@@ -1,7 +1,9 @@
 """CamVid at CPU scale: pretrained FCN-16s and FCN-8s (SqueezeNet) against the
 same FCN-8s from random initialisation, each trained for the same time budget.
 
-    python bench/camvid.py [--minutes 60] [--data D] [--out out/bench/camvid] [--runs ...]
+    python bench/camvid.py [--minutes 60] [--out out/bench/camvid] [--runs ...]
+
+Data come from $FCN_DATA, else ../shared/data, as for make demo.
 
 Prints one JSON line: per run the iterations, minutes and CamVid val metrics at
 the end (and at every scoring), and the peer comparison of the same run,
@@ -9,13 +11,17 @@ pretrained FCN-8s mean IU minus random-init FCN-8s mean IU (points).
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
+import demo  # noqa: E402  (data_dir, check_data: the demo's data, found the same way)
+import training  # noqa: E402
 RUNS = {
     "fcn16s-pretrained": ("camvid-fcn16s-squeezenet", []),
     "fcn8s-pretrained": ("camvid-fcn8s-squeezenet", []),
@@ -23,24 +29,15 @@ RUNS = {
 }
 
 
-def data_dir(explicit):
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("FCN_DATA"):
-        return Path(os.environ["FCN_DATA"])
-    return REPO.parent / "shared" / "data"
-
-
 def ensure_init(data, out):
     """The SqueezeNet FCN initialisation, made the way make demo makes it."""
+    import squeezenet
+    import surgery
     init = out / "squeezenet-fcn.caffemodel"
     if not init.is_file():
         weights = out / "squeezenet_v1.0.caffemodel"
-        py = sys.executable
-        subprocess.run([py, str(REPO / "squeezenet.py"), "--src", str(data / "squeezenet"),
-                        "--out", str(weights)], check=True)
-        subprocess.run([py, str(REPO / "surgery.py"), "squeezenet", "--weights", str(weights),
-                        "--out", str(init)], check=True)
+        squeezenet.decode_to_caffemodel(data / "squeezenet", weights)
+        surgery.make_fcn_init("squeezenet", weights=weights, out=init)
     return init
 
 
@@ -48,11 +45,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=60)
     p.add_argument("--test-interval", type=int, default=1000)
-    p.add_argument("--data")
     p.add_argument("--out", default=str(REPO / "out" / "bench" / "camvid"))
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     args = p.parse_args(argv)
-    data, out = data_dir(args.data).resolve(), Path(args.out).resolve()
+    data, out = demo.data_dir().resolve(), Path(args.out).resolve()
+    demo.check_data(data)
     out.mkdir(parents=True, exist_ok=True)
     init = ensure_init(data, out)
     results = {}
@@ -68,7 +65,7 @@ def main(argv=None):
         t = time.time()
         with open(out / f"{name}.log", "w") as log:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
-        scores = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        scores = training.read_jsonl(run / "metrics.jsonl")
         last = scores[-1]
         results[name] = {
             "model": model, "init": "random (Caffe fillers)" if extra else "SqueezeNet ImageNet",
@@ -89,4 +86,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main, prog="bench/camvid.py"))

@@ -20,15 +20,15 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SIZES = [(500, 500), (334, 500)]
-
 WORKER = r'''
 import sys, numpy as np, caffe
+sys.path.insert(0, sys.argv[4])
+from bench.speed import SIZES, image_input
 caffe.set_mode_cpu()
 net = caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST)
 out = {}
-for h, w in [(500, 500), (334, 500)]:
-    x = np.random.default_rng(1).uniform(-120, 130, (1, 3, h, w)).astype(np.float32)
+for h, w in SIZES:
+    x = image_input(h, w)
     net.blobs["data"].reshape(1, 3, h, w); net.reshape()
     out[f"{h}x{w}"] = net.forward(data=x)["score"].copy()
 np.savez(sys.argv[3], __file__=np.array(caffe.__file__), **out)
@@ -74,7 +74,8 @@ def scores(pythonpath, weights, out):
     if pythonpath:
         env["PYTHONPATH"] = str(pythonpath)
     subprocess.run([sys.executable, "-c", WORKER, str(REPO / "voc-fcn8s/deploy.prototxt"),
-                    str(weights), str(out)], env=env, check=True, cwd=tempfile.gettempdir())
+                    str(weights), str(out), str(REPO)], env=env, check=True,
+                   cwd=tempfile.gettempdir())
     import numpy as np
     return np.load(out)
 
@@ -89,7 +90,7 @@ def main(argv=None):
     os.environ.setdefault("GLOG_minloglevel", "2")
     import numpy as np
     import caffe
-    from bench.speed import random_weights
+    from bench.speed import SIZES, random_weights
     with tempfile.TemporaryDirectory() as tmp:
         net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), caffe.TEST)
         random_weights(net)
