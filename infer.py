@@ -128,6 +128,11 @@ def expand_inputs(paths):
 # Our patch 0009: convolutions unfold their input a band of output rows at a time,
 # at most this many values (BaseConvolutionLayer::kColBandElements).
 COL_BAND_ELEMENTS = 2 << 20
+# Patch 0010: 3x3 stride-1 convolutions of 16+ input channels run Winograd's F(2x2, 3x3)
+# forward in a second shared buffer: the transformed filters (16 x out x in) and a band
+# of tile rows of transformed input and products (BaseConvolutionLayer::kWinograd*).
+WINOGRAD_BAND_ELEMENTS = 4 << 20
+WINOGRAD_MIN_CHANNELS = 16
 
 
 def layer_buffers(proto, blobs):
@@ -154,17 +159,38 @@ def layer_buffers(proto, blobs):
     return out
 
 
+def winograd_buffers(proto, blobs):
+    """Elements of patch 0010's Winograd buffer per layer that uses it."""
+    out = {}
+    for layer in proto.layer:
+        if layer.type != "Convolution":
+            continue
+        c = layer.convolution_param
+        k = c.kernel_size[0] if c.kernel_size else c.kernel_h
+        stride = c.stride[0] if c.stride else 1
+        dilation = c.dilation[0] if c.dilation else 1
+        bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
+        if (k, stride, dilation, c.group) != (3, 1, 1, 1) or bottom[1] < WINOGRAD_MIN_CHANNELS:
+            continue
+        tiles_h, tiles_w = (top[2] + 1) // 2, (top[3] + 1) // 2
+        row = 16 * (bottom[1] + top[1]) * tiles_w
+        band = max(1, min(tiles_h, WINOGRAD_BAND_ELEMENTS // row))
+        out[layer.name] = 16 * top[1] * bottom[1] + row * band
+    return out
+
+
 def forward_elements(net, proto, inputs, h, w):
-    """(elements of every blob plus the im2col buffer, the largest single one) at
-    input size h x w. All convolutions share one buffer (our patch 0008), so it is
-    as large as the largest layer's band."""
+    """(elements of every blob plus the im2col and Winograd buffers, the largest
+    single one) at input size h x w. All convolutions share one buffer of each kind
+    (our patches 0008, 0010), as large as the largest layer's need."""
     for b in inputs:
         net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
     net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free
     shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
     blobs = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
     buffer = max(layer_buffers(proto, shapes).values(), default=0)
-    return sum(blobs) + buffer, max(blobs + [buffer])
+    winograd = max(winograd_buffers(proto, shapes).values(), default=0)
+    return sum(blobs) + buffer + winograd, max(blobs + [buffer, winograd])
 
 
 def memory_model(net, proto, inputs, pad=100):

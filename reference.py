@@ -63,6 +63,10 @@ def versions():
 
 
 def export(model, weights, image, out):
+    # Ports compare against BVLC Caffe's arithmetic, im2col + GEMM, rather than the
+    # Winograd forward of patch 0010 (the same convolutions up to float rounding,
+    # about 1e-6 relative), unless the caller set CAFFE_WINOGRAD themselves.
+    os.environ.setdefault("CAFFE_WINOGRAD", "0")
     import infer
     seg = infer.Segmenter(model, weights)
     rgb = infer.load_rgb(image)
@@ -81,6 +85,8 @@ def export(model, weights, image, out):
         "image_hw": list(rgb.shape[:2]),
         "preprocessing": "RGB -> BGR, float32, minus mean (BGR), HxWxC -> CxHxW",
         "mean_bgr": list(seg.mean),
+        "conv_forward": ("im2col + GEMM" if os.environ["CAFFE_WINOGRAD"] == "0"
+                         else "Winograd F(2x2, 3x3) where it applies (patch 0010)"),
         "outputs": [f"score{h.suffix}" for h in model.heads],
         "layers": [{"name": l.name, "type": l.type, "bottom": list(l.bottom), "top": list(l.top)}
                    for l in seg.proto.layer],

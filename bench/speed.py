@@ -7,7 +7,8 @@ thread pool disturbs the other; Caffe and PyTorch processes alternate for
 --rounds rounds, and each figure is the median of all their repetitions:
   forward  warm forward of voc-fcn8s/deploy.prototxt at 500x500 and 334x500,
            Caffe and PyTorch, their ratio, and the largest absolute difference
-           between the two score maps;
+           between the two score maps; also Caffe with CAFFE_WINOGRAD=0 (im2col +
+           GEMM for every convolution, as before patch 0010), same figures;
   first    Caffe's first forward in a fresh process against its warm forward;
   infer    infer.py's wall time from process start to PNG written, on the VOC
            demo image with a caffemodel of the released size (random weights),
@@ -79,6 +80,12 @@ def worker_caffe_forward(weights, reps, out):
     import numpy as np
     np.savez(out, **maps)
     return res
+
+
+def worker_caffe_im2col_forward(weights, reps, out):
+    """The same with patch 0010's Winograd forward off: BVLC's im2col + GEMM."""
+    os.environ["CAFFE_WINOGRAD"] = "0"
+    return worker_caffe_forward(weights, reps, out)
 
 
 def worker_torch_forward(weights, reps, out):
@@ -225,7 +232,7 @@ def run_worker(name, weights, reps, tmp):
 
 
 def interleaved(workers, weights, args, tmp):
-    """Each worker --rounds times in fresh processes, alternating (A B A B ...), so
+    """Each worker --rounds times in fresh processes, alternating (A B C A B C ...), so
     that a slow spell of a shared machine falls on both: (per worker its results
     per round..., peak RSS in GB per worker)."""
     results = {w: [] for w in workers}
@@ -305,15 +312,21 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         weights8 = make_weights(tmp)
         if "forward" in parts:
-            c, t, rss = interleaved(["caffe_forward", "torch_forward"], weights8, args, tmp)
-            cm, tm = np.load(Path(tmp) / "caffe_forward.npz"), np.load(Path(tmp) / "torch_forward.npz")
+            c, ci, t, rss = interleaved(["caffe_forward", "caffe_im2col_forward", "torch_forward"],
+                                        weights8, args, tmp)
+            cm, cim, tm = (np.load(Path(tmp) / f"{w}.npz")
+                           for w in ("caffe_forward", "caffe_im2col_forward", "torch_forward"))
             line["forward"] = {
                 size: {"caffe_s": med(c, size), "torch_s": med(t, size),
                        "caffe_over_torch": round(med(c, size) / med(t, size), 3),
                        "max_abs_diff": float(np.abs(cm[size] - tm[size]).max()),
-                       "max_abs_score": float(np.abs(cm[size]).max())}
+                       "max_abs_score": float(np.abs(cm[size]).max()),
+                       "caffe_im2col_s": med(ci, size),
+                       "caffe_over_caffe_im2col": round(med(c, size) / med(ci, size), 3),
+                       "max_abs_diff_vs_im2col": float(np.abs(cm[size] - cim[size]).max())}
                 for size in c[0]}
-            line["peak_rss_gb"] = {"caffe_forward": rss[0], "torch_forward": rss[1]}
+            line["peak_rss_gb"] = {"caffe_forward": rss[0], "caffe_im2col_forward": rss[1],
+                                   "torch_forward": rss[2]}
         if "first" in parts:
             f, f_rss = run_worker("caffe_first", weights8, args.reps, tmp)
             line["first_forward"] = {k: round(v, 3) for k, v in f.items()}

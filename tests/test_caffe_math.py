@@ -242,3 +242,59 @@ def test_deconvolution_folded_band_by_band(tmp_path):
     net.blobs["out"].diff[...] = probe
     net.backward()
     np.testing.assert_allclose(net.blobs["data"].diff, conv_probe, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("shape,pad,num_output,bias", [
+    ((2, 16, 13, 17), 1, 24, True),      # odd output: the last tiles are cut
+    ((1, 32, 12, 10), 0, 16, True),      # even output, no padding
+    ((1, 16, 9, 11), 2, 16, False),      # wider padding, no bias
+    ((1, 16, 7, 6), 100, 20, True),      # FCN's 100 px: most tiles read only padding
+    ((1, 16, 400, 210), 1, 16, True),    # several bands of tile rows
+])
+def test_winograd_convolution_forward(tmp_path, monkeypatch, shape, pad, num_output, bias):
+    """3x3 stride-1 convolutions of 16 or more input channels run Winograd's
+    F(2x2, 3x3) forward (patch 0010): the same convolution as the numpy reference
+    and as the im2col path (CAFFE_WINOGRAD=0) up to float rounding, which differs."""
+    net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
+        d, kernel_size=3, pad=pad, num_output=num_output, bias_term=bias,
+        weight_filler=dict(type="gaussian", std=1), bias_filler=dict(type="gaussian", std=1)))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    w = net.params["out"][0].data.astype(np.float64)
+    b = net.params["out"][1].data.astype(np.float64) if bias else np.zeros(num_output)
+    if shape[2] > 100:
+        tiles_w = (shape[3] + 2 * pad - 1) // 2
+        assert 16 * (shape[1] + num_output) * tiles_w * (shape[2] + 2 * pad - 1) // 2 > 4 << 20
+    y = net.forward(data=x)["out"].copy()
+    want = conv_ref(x.astype(np.float64), w, b, 1, pad, 1, 1)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    monkeypatch.setenv("CAFFE_WINOGRAD", "0")
+    net.reshape()
+    y_im2col = net.forward(data=x)["out"]
+    np.testing.assert_allclose(y, y_im2col, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    assert not np.array_equal(y, y_im2col)   # the two paths did run
+
+
+def test_winograd_layers_sharing_their_buffer_and_training(tmp_path):
+    """Winograd layers of different sizes share one buffer, in either order; the
+    backward pass (im2col) still gives the gradients of the forward's convolution."""
+    def make(d):
+        big = L.Convolution(d, kernel_size=3, pad=1, num_output=48,
+                            weight_filler=dict(type="gaussian", std=0.1))
+        return L.Convolution(big, kernel_size=3, num_output=16,
+                             weight_filler=dict(type="gaussian", std=0.1))
+    shape = (2, 16, 30, 26)
+    net = one_layer_net(tmp_path, shape, make)
+    names = list(net.params)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    (w1, b1), (w2, b2) = ([p.data.astype(np.float64) for p in net.params[k]] for k in names)
+    mid = conv_ref(x.astype(np.float64), w1, b1, 1, 1, 1, 1)
+    y = net.forward(data=x)["out"]
+    np.testing.assert_allclose(y, conv_ref(mid, w2, b2, 1, 0, 1, 1), rtol=1e-4, atol=1e-4)
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    for k in names:
+        net.params[k][0].diff[...] = 0
+    net.backward()
+    np.testing.assert_allclose(net.params[names[1]][0].diff,
+                               conv_weight_grad_ref(mid, g.astype(np.float64), 3, 1, 0, 1),
+                               rtol=1e-3, atol=1e-2)

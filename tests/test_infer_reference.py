@@ -156,6 +156,27 @@ def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
     assert a["blob/score"].shape == (1, 21, 100, 67)
     np.testing.assert_array_equal(a["input/data"], a["blob/data"])
 
+    # The export used BVLC's im2col arithmetic, not patch 0010's Winograd forward
+    # (conv3 is a 3x3 convolution of 256 channels, where Winograd applies).
+    assert meta["conv_forward"] == "im2col + GEMM"
+    for k, ps in net.params.items():
+        for i, p in enumerate(ps):
+            p.data[...] = a[f"param/{k}/{i}"]
+    for flag in ("0", "1"):
+        os.environ["CAFFE_WINOGRAD"] = flag
+        try:
+            net.reshape()
+            net.forward(data=a["input/data"])
+        finally:
+            del os.environ["CAFFE_WINOGRAD"]
+        conv3 = net.blobs["conv3"].data
+        if flag == "0":
+            np.testing.assert_array_equal(conv3, a["blob/conv3"])
+        else:
+            assert not np.array_equal(conv3, a["blob/conv3"])
+            np.testing.assert_allclose(conv3, a["blob/conv3"], rtol=1e-4,
+                                       atol=1e-5 * np.abs(conv3).max())
+
     r = run("reference.py", "compare", tmp_path / "a.npz", tmp_path / "a.npz", cwd=tmp_path)
     assert r.returncode == 0 and "arrays within" in r.stdout
 
@@ -172,10 +193,16 @@ def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
 
 
 def test_memory_model_knows_the_im2col_band_of_our_caffe():
-    """infer.py's memory estimate assumes the column-band size that patch 0009
-    compiles into Caffe; the two must not drift apart."""
+    """infer.py's memory estimate assumes the column-band size that patch 0009 and
+    the Winograd band that patch 0010 compile into Caffe; they must not drift apart."""
     import re
     patch = (REPO / "third_party/caffe/patches/0009-conv-im2col-in-row-bands.patch").read_text()
     m = re.search(r"^\+\s*static const long kColBandElements = (\d+)L << (\d+);", patch, re.M)
     assert m, "kColBandElements not found in patch 0009"
     assert infer.COL_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
+    patch = (REPO / "third_party/caffe/patches/0010-conv-winograd-f2x3-forward.patch").read_text()
+    m = re.search(r"^\+\s*static const long kWinogradBandElements = (\d+)L << (\d+);", patch, re.M)
+    assert m, "kWinogradBandElements not found in patch 0010"
+    assert infer.WINOGRAD_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
+    m = re.search(r"^\+\s*static const int kWinogradMinChannels = (\d+);", patch, re.M)
+    assert m and infer.WINOGRAD_MIN_CHANNELS == int(m.group(1))
