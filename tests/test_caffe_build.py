@@ -135,6 +135,71 @@ def test_caffemodel_over_512mb_saves_and_loads_bit_exact(tmp_path):
     assert a.params["fc6"][0].data.std() > 0.5, "weights must be random, not zeros"
 
 
+def test_caffemodel_from_a_pipe_loads_like_from_a_file(tmp_path):
+    """Patch 0011 parses caffemodels from the file mapped into memory; what cannot be
+    mapped (here a named pipe) is read as before, with the same result."""
+    import os
+    import subprocess
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 16, 9, 9]))
+    filler = dict(type="gaussian", std=1)
+    n.conv = L.Convolution(n.data, kernel_size=3, num_output=32, weight_filler=filler,
+                           bias_filler=filler)
+    n.fc = L.InnerProduct(n.conv, num_output=10, weight_filler=filler)
+    proto_path = write_net(tmp_path, n)
+    a = caffe.Net(proto_path, caffe.TEST)
+    model = tmp_path / "a.caffemodel"
+    a.save(str(model))
+    fifo = tmp_path / "pipe.caffemodel"
+    os.mkfifo(fifo)
+    # The writer is another process: copy_from holds the GIL while it reads.
+    writer = subprocess.Popen(["sh", "-c", 'cat "$0" > "$1"', str(model), str(fifo)])
+    b, c = caffe.Net(proto_path, caffe.TEST), caffe.Net(proto_path, caffe.TEST)
+    b.copy_from(str(fifo))
+    assert writer.wait(timeout=60) == 0
+    c.copy_from(str(model))
+    for name, params in a.params.items():
+        for i, p in enumerate(params):
+            assert np.array_equal(p.data, b.params[name][i].data), f"{name}[{i}] (pipe)"
+            assert np.array_equal(p.data, c.params[name][i].data), f"{name}[{i}] (file)"
+
+
+def test_constant_fillers_and_nets_without_fillers(tmp_path):
+    """Patch 0011 skips writing zeros into fresh (already zeroed) blobs: zero fills,
+    other constants and nets without fillers still hold exactly what they say."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 64, 8, 8]))
+    n.a = L.Convolution(n.data, kernel_size=3, num_output=512,
+                        weight_filler=dict(type="constant", value=0.5),
+                        bias_filler=dict(type="constant", value=0))
+    n.b = L.Convolution(n.a, kernel_size=1, num_output=256)          # no fillers: zeros
+    net = caffe.Net(write_net(tmp_path, n), caffe.TEST)
+    assert np.all(net.params["a"][0].data == 0.5) and np.all(net.params["a"][1].data == 0)
+    assert not net.params["b"][0].data.any() and not net.params["b"][1].data.any()
+    x = np.ones((1, 64, 8, 8), np.float32)
+    np.testing.assert_array_equal(net.forward(data=x)["b"], 0)
+    np.testing.assert_allclose(net.blobs["a"].data, 0.5 * 64 * 9)
+
+
+def test_import_caffe_leaves_skimage_and_scipy_to_caffe_io(tmp_path):
+    """Patch 0012: `import caffe` no longer imports skimage and scipy (a quarter of a
+    second); caffe.io's two functions that use them import them, and work."""
+    import subprocess
+    import sys
+    code = "import sys, caffe; print(sorted(m for m in ('skimage', 'scipy') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    rgb = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
+    assert caffe.io.resize_image(rgb, (20, 24)).shape == (20, 24, 3)
+    assert caffe.io.resize_image(np.dstack([rgb, rgb[..., :2]]), (5, 6)).shape == (5, 6, 5)
+    from PIL import Image
+    path = tmp_path / "im.png"
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
+    color, grey = caffe.io.load_image(str(path)), caffe.io.load_image(str(path), color=False)
+    assert color.shape == (10, 12, 3) and grey.shape == (10, 12, 1)
+    np.testing.assert_allclose(color, (rgb * 255).astype(np.uint8) / 255.0, atol=1e-6)
+
+
 def test_sgd_lowers_loss_on_a_tiny_net(tmp_path):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[16, 2, 3, 3]))
