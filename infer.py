@@ -135,6 +135,13 @@ WINOGRAD_BAND_ELEMENTS = 4 << 20
 WINOGRAD_MIN_CHANNELS = 16
 
 
+def conv_geometry(layer):
+    """(kernel, stride, pad, dilation, group) of a (de)convolution layer, square."""
+    c = layer.convolution_param
+    return (c.kernel_size[0] if c.kernel_size else c.kernel_h, c.stride[0] if c.stride else 1,
+            c.pad[0] if c.pad else 0, c.dilation[0] if c.dilation else 1, c.group)
+
+
 def layer_buffers(proto, blobs):
     """Elements of Caffe's im2col buffer per layer: convolutions that are not
     1x1/stride 1/pad 0 unfold their input, deconvolutions fold into their output,
@@ -143,10 +150,7 @@ def layer_buffers(proto, blobs):
     for layer in proto.layer:
         if layer.type not in ("Convolution", "Deconvolution"):
             continue
-        c = layer.convolution_param
-        k = c.kernel_size[0] if c.kernel_size else c.kernel_h
-        stride = c.stride[0] if c.stride else 1
-        pad = c.pad[0] if c.pad else 0
+        k, stride, pad, _, _ = conv_geometry(layer)
         if layer.type == "Convolution" and (k, stride, pad) == (1, 1, 0):
             continue
         bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
@@ -165,12 +169,9 @@ def winograd_buffers(proto, blobs):
     for layer in proto.layer:
         if layer.type != "Convolution":
             continue
-        c = layer.convolution_param
-        k = c.kernel_size[0] if c.kernel_size else c.kernel_h
-        stride = c.stride[0] if c.stride else 1
-        dilation = c.dilation[0] if c.dilation else 1
+        k, stride, _, dilation, group = conv_geometry(layer)
         bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
-        if (k, stride, dilation, c.group) != (3, 1, 1, 1) or bottom[1] < WINOGRAD_MIN_CHANNELS:
+        if (k, stride, dilation, group) != (3, 1, 1, 1) or bottom[1] < WINOGRAD_MIN_CHANNELS:
             continue
         tiles_h, tiles_w = (top[2] + 1) // 2, (top[3] + 1) // 2
         row = 16 * (bottom[1] + top[1]) * tiles_w
