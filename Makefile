@@ -14,7 +14,7 @@ demo: setup
 	.venv/bin/python scripts/demo.py
 
 # Benchmarks (not tests): speed against PyTorch and outputs against the pre-speed-work
-# build (minutes), and the hour-per-run CamVid training comparison (about 3 hours).
+# build (minutes), and the CamVid training comparison (three runs of CAMVID_MINUTES each).
 bench: setup
 	.venv/bin/python -m pip install --disable-pip-version-check -q -r requirements-bench.txt
 	.venv/bin/python bench/speed.py
