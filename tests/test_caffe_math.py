@@ -261,9 +261,9 @@ def test_winograd_convolution_forward(tmp_path, monkeypatch, shape, pad, num_out
     x = RNG.standard_normal(shape).astype(np.float32)
     w = net.params["out"][0].data.astype(np.float64)
     b = net.params["out"][1].data.astype(np.float64) if bias else np.zeros(num_output)
-    if shape[2] > 100:
-        tiles_w = (shape[3] + 2 * pad - 1) // 2
-        assert 16 * (shape[1] + num_output) * tiles_w * (shape[2] + 2 * pad - 1) // 2 > 4 << 20
+    if shape[2] > 100:                    # tiles of 2x2 outputs, the output being (H + 2 pad - 2)
+        tiles_h, tiles_w = ((n + 2 * pad - 1) // 2 for n in shape[2:])
+        assert 16 * (shape[1] + num_output) * tiles_w * tiles_h > 4 << 20   # over one band
     y = net.forward(data=x)["out"].copy()
     want = conv_ref(x.astype(np.float64), w, b, 1, pad, 1, 1)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
