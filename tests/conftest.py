@@ -26,6 +26,20 @@ def shared_data():
     return d
 
 
+EPS32 = 2.0 ** -23          # float32 machine epsilon
+
+
+def assert_f32_close(got, want, terms, scale=None):
+    """Equal up to the rounding of float32 sums of ``terms`` products computed in any
+    order, as thread counts, SIMD widths and BLAS kernels choose: |got - want| <=
+    terms * eps * scale, ``scale`` being the magnitude of the values compared (by
+    default the largest |want|). Never tuned to one machine's rounding."""
+    import numpy as np
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    scale = float(np.abs(want).max()) if scale is None else scale
+    np.testing.assert_allclose(got, want, rtol=0, atol=terms * EPS32 * scale)
+
+
 def fill_random(net, seed=0, scale=0.01):
     """Random weights, cheaply: a million normal draws tiled over each param."""
     import numpy as np
