@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import FcnError
 
-class WeightsError(Exception):
+
+class WeightsError(FcnError):
     """A caffemodel that is missing, unreadable or does not fit a net; one line."""
 
 
@@ -139,7 +141,15 @@ def read_shapes(path):
                             raise WeightsError(f"{path}: layer {layer} stores {stored} values "
                                                f"for a blob of shape {list(shape)}; the file "
                                                "is damaged")
-                    out[layer] = [shape for shape, _ in blobs]
+                    shapes = [shape for shape, _ in blobs]
+                    if layer in out and out[layer] != shapes:
+                        # Caffe copies every occurrence, and aborts on the one that
+                        # does not fit (two caffemodels joined with cat, say)
+                        raise WeightsError(
+                            f"{path}: layer {layer} appears twice, with blobs "
+                            f"{[list(s) for s in out[layer]]} and {[list(s) for s in shapes]}; "
+                            "the file is damaged or two files joined")
+                    out[layer] = shapes
     except (EOFError, ValueError):
         raise WeightsError(f"{path} is truncated or not a caffemodel ({size} bytes)") from None
     except OSError as e:
@@ -160,10 +170,20 @@ def _same(net_shape, file_shape):
     return False
 
 
-def check_fits(path, net):
+def fixed_layers(net):
+    """Layers whose weights training never changes and ``surgery.interp`` fills: the
+    bilinear Deconvolutions."""
+    return {name for name, layer in zip(net._layer_names, net.layers)
+            if layer.type == "Deconvolution"}
+
+
+def check_fits(path, net, complete=False):
     """Raise WeightsError unless Caffe's copy_from(path) into ``net`` will succeed:
-    every layer both share must have the same number and shapes of blobs, and they
-    must share at least one layer. Returns the shared layer names."""
+    every layer both share must have the same number and shapes of blobs (every
+    occurrence of a name: see read_shapes), and they must share at least one layer.
+    With ``complete``, every learned layer of the net must be in the file too (fixed
+    deconvolutions may be missing: the caller fills them). Returns (shared layer
+    names, the net's fixed layers missing from the file)."""
     shapes = read_shapes(path)
     shared = [k for k in net.params if k in shapes]
     if not shared:
@@ -177,4 +197,12 @@ def check_fits(path, net):
             raise WeightsError(f"{path} does not fit the net: layer {k} has blobs "
                                f"{[list(s) for s in theirs]} in the file and "
                                f"{[list(s) for s in mine]} in the net")
-    return shared
+    absent = [k for k in net.params if k not in shapes]
+    fixed = fixed_layers(net)
+    learned = [k for k in absent if k not in fixed]
+    if complete and learned:
+        raise WeightsError(f"{path} lacks {len(learned)} of the net's {len(net.params)} layers "
+                           f"with weights ({', '.join(learned[:5])}"
+                           f"{', ...' if len(learned) > 5 else ''}); these weights are for "
+                           "another model, or cut short")
+    return shared, [k for k in absent if k in fixed]

@@ -1,33 +1,34 @@
-"""What every command-line entry point shares: quiet Caffe logging, and user
-mistakes reported as one line with exit code 2 instead of a traceback.
+"""What every command-line entry point shares: quiet Caffe logging, user mistakes
+reported as one line with exit code 2 instead of a traceback, and the checks of
+user input made at the edge, before any long work starts.
 
 Import this module before caffe: glog reads GLOG_minloglevel when Caffe loads.
 """
+import math
 import os
+import signal
 import sys
+import tempfile
+from pathlib import Path
+
+from errors import FcnError
 
 os.environ.setdefault("GLOG_minloglevel", "2")   # Caffe's INFO/WARNING lines off unless asked
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for (a path, a name, a file); one line."""
-
-
-def user_errors():
-    """The exception types that mean "the input is wrong", not "the code is wrong"."""
-    from caffemodel import WeightsError
-    from layers import DataError
-    from nets import BuildError
-    from surgery import SurgeryError
-    return (UserError, WeightsError, DataError, BuildError, SurgeryError)
+class UserError(FcnError):
+    """A mistake in what the user asked for (a path, a name, a number); one line."""
 
 
 def run(main, argv=None, prog=None):
-    """Run ``main(argv)``; print user errors as 'prog: message' and return 2."""
+    """Run ``main(argv)``; print user errors as 'prog: message' and return 2.
+    SIGTERM (what schedulers and `timeout` send) is treated like Ctrl-C."""
     prog = prog or os.path.basename(sys.argv[0])
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return main(argv)
-    except user_errors() as e:
+    except FcnError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -40,3 +41,54 @@ def require_cpu(gpu):
     if gpu is not None:
         raise UserError(f"--gpu {gpu}: this Caffe is built CPU-only (see README: "
                         "'The Caffe we build'); run without --gpu")
+
+
+def finite(flag, value, low=None, high=None, low_open=False, high_open=False):
+    """``value`` unless it is NaN/inf or outside the bounds; one line naming ``flag``."""
+    if value is None:
+        return None
+    bad = not math.isfinite(value)
+    if not bad and low is not None:
+        bad = value <= low if low_open else value < low
+    if not bad and high is not None:
+        bad = value >= high if high_open else value > high
+    if bad:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        rng = f"a finite number in {lo or '(-inf'}, {hi or 'inf)'}"
+        raise UserError(f"{flag} must be {rng}, got {value}")
+    return value
+
+
+def output_dir(path, flag):
+    """Make sure ``path`` is (or can be made) a writable folder, before any work;
+    returns it as a Path. One line if it is a file, under a file, or read-only."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise UserError(f"{flag} {path}: a file stands where a folder must be; "
+                        f"choose another {flag}") from None
+    except NotADirectoryError:
+        raise UserError(f"{flag} {path} is under a file, not a folder; choose another {flag}") \
+            from None
+    except PermissionError:
+        raise UserError(f"{flag} {path} is not writable; choose another {flag}") from None
+    except OSError as e:
+        raise UserError(f"{flag} {path} cannot be written: {e.strerror}") from None
+    return path
+
+
+def output_file(path, flag):
+    """Make sure ``path`` can be written as a file (its folder is made if needed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    output_dir(path.parent, f"{flag}'s folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path} is not writable; choose another {flag}")
+    return path

@@ -11,68 +11,32 @@ size changes. Images too large for this machine's memory (or for Caffe's
 per-blob limit) are refused with their size and the limit.
 """
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import cli
+import layers
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from errors import FcnError
+from layers import open_image
+from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parent
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
               ".pgm", ".pbm"}
 INT_MAX = 2 ** 31 - 1            # Caffe CHECKs every blob's element count against it
-Image.MAX_IMAGE_PIXELS = None    # our own memory check below replaces PIL's bomb check
 
 
 # ---------------------------------------------------------------------------
 # Images
 
 
-def open_image(path):
-    """PIL image, header read only (no pixels decoded yet); one line if it is not one."""
-    path = Path(path)
-    if not path.exists():
-        raise cli.UserError(f"image not found: {path}")
-    if path.is_dir():
-        raise cli.UserError(f"{path} is a folder with no images")
-    try:
-        im = Image.open(path)
-    except UnidentifiedImageError:
-        size = header_size(path)
-        if size and 0 in size:
-            raise cli.UserError(f"image has no pixels: {path} is {size[0]}x{size[1]}") from None
-        raise cli.UserError(f"not an image (or a format Pillow cannot read): {path}") from None
-    except OSError as e:
-        raise cli.UserError(f"cannot read image {path}: {e}") from None
-    if im.width * im.height == 0:
-        raise cli.UserError(f"image has no pixels: {path} is {im.width}x{im.height}")
-    return im
-
-
-def header_size(path):
-    """(width, height) from a PNG, BMP or PNM header, for files Pillow refuses to open
-    (it refuses images with no pixels); None if it is none of those."""
-    import struct
-    head = Path(path).read_bytes()[:64]
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
-        return struct.unpack(">II", head[16:24])
-    if head[:2] == b"BM" and len(head) >= 26:
-        w, h = struct.unpack("<ii", head[18:26])
-        return w, abs(h)
-    if head[:1] == b"P" and head[1:2] in b"123456":
-        tokens = [t for t in head[2:].split() if not t.startswith(b"#")]
-        if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].isdigit():
-            return int(tokens[0]), int(tokens[1])
-    return None
-
-
 def to_rgb(im, path="image"):
     """Decode to HxWx3 uint8 RGB: EXIF orientation applied; 16-bit / 32-bit / float
     greyscale scaled to 8 bits; alpha dropped; palettes expanded."""
+    layers.decoded(im, path)
     try:
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -86,7 +50,7 @@ def to_rgb(im, path="image"):
             im = im.convert("RGBA").convert("RGB") if im.mode == "P" else im.convert("RGB")
         return np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as e:
-        raise cli.UserError(f"cannot decode image {path}: {e}") from None
+        raise layers.DataError(f"unreadable image {path}: {e}") from None
 
 
 def orientation(im):
@@ -261,6 +225,7 @@ class Segmenter:
     def __init__(self, model, weights):
         import caffe
         import caffemodel
+        import surgery
         from google.protobuf import text_format
         from caffe.proto import caffe_pb2
         from datasets import DATASETS
@@ -274,9 +239,7 @@ class Segmenter:
         path = model.dir / "deploy.prototxt"
         self.proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
         caffe.set_mode_cpu()
-        self.net = caffe.Net(str(path), caffe.TEST)
-        caffemodel.check_fits(weights, self.net)
-        self.net.copy_from(str(weights))
+        self.net = surgery.load_net(path, weights)
         self.estimate = memory_model(self.net, self.proto, self.inputs)
         self.shape = None
         self.reshapes = 0
@@ -284,6 +247,16 @@ class Segmenter:
 
     def check(self, h, w, path):
         return check_fits_memory(self.estimate, h, w, path, self.model.name)
+
+    def load(self, path):
+        """HxWx3 RGB of the image at ``path``, refused from its header alone (before
+        any pixel is decoded) when its forward pass would not fit in memory."""
+        im = open_image(path)
+        w, h = im.size
+        if orientation(im) in (5, 6, 7, 8):      # EXIF says: rotated by 90 degrees
+            w, h = h, w
+        self.check(h, w, path)
+        return to_rgb(im, path)
 
     def __call__(self, rgb):
         """HxWx3 RGB -> {score blob: HxW class indices}."""
@@ -313,14 +286,45 @@ def default_weights(model):
                         f"(python {model.name}/solve.py) or pass --weights")
 
 
-def overlay(rgb, label, background):
+def overlay(rgb, label, background, classes=None):
+    """The image with the class colours blended in (``background`` left as it is) and,
+    given the class names, a legend strip below it: a swatch and the name of each
+    class present, most pixels first."""
     import score
     colours = score.palette()[label].astype(np.float32)
     blend = 0.5 * rgb.astype(np.float32) + 0.5 * colours
     if background is not None:
         keep = label == background
         blend[keep] = rgb[keep]
-    return blend.astype(np.uint8)
+    blend = blend.astype(np.uint8)
+    if classes is None:
+        return blend
+    return np.concatenate([blend, legend(label, classes, blend.shape[1], background)])
+
+
+def legend(label, classes, width, background=None):
+    """HxWx3 uint8: rows of (colour swatch, class name) for the classes in ``label``."""
+    from PIL import ImageDraw, ImageFont
+    import score
+    pal = score.palette()
+    counts = np.bincount(label.ravel(), minlength=len(classes))
+    present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] and i != background]
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad, swatch, row = 4, 12, 16
+    x, y, places = pad, pad, []
+    for i in present:
+        item = swatch + 4 + int(measure.textlength(classes[i], font=font)) + 10
+        if x + item > width and x > pad:
+            x, y = pad, y + row
+        places.append((i, x, y))
+        x += item
+    im = Image.new("RGB", (width, y + row + pad if places else 2 * pad), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    for i, x, y in places:
+        draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=tuple(int(v) for v in pal[i]))
+        draw.text((x + swatch + 4, y), classes[i], fill=(0, 0, 0), font=font)
+    return np.asarray(im)
 
 
 def describe(label, classes):
@@ -329,6 +333,32 @@ def describe(label, classes):
     order = np.argsort(-counts)
     return ", ".join(f"{classes[i]} {100 * counts[i] / total:.1f}%"
                      for i in order if counts[i] and 100 * counts[i] / total >= 0.1) or "nothing"
+
+
+def output_names(model, path):
+    """The files infer.py writes for one input: a label PNG per head, then the overlay."""
+    stem = Path(path).stem
+    return [f"{stem}{h.suffix if h is not model.heads[0] else ''}.png" for h in model.heads] \
+        + [f"{stem}_overlay.jpg"]
+
+
+def check_outputs(model, images, out):
+    """Before any work: no two inputs may write the same file, and no output may be
+    one of the inputs (an --out equal to the input folder would overwrite them)."""
+    inputs = {Path(p).resolve(): p for p in images}
+    claimed = {}
+    for path in images:
+        for name in output_names(model, path):
+            target = (out / name).resolve()
+            if target in claimed and claimed[target] != path:
+                raise cli.UserError(f"{claimed[target]} and {path} would both be written to "
+                                    f"{out / name}; segment them into different --out folders")
+            if target in inputs:
+                raise cli.UserError(f"{out / name} would overwrite the input {inputs[target]}; "
+                                    "choose another --out")
+            if target.is_dir():
+                raise cli.UserError(f"{out / name} is a folder; choose another --out")
+            claimed[target] = path
 
 
 def main(argv=None):
@@ -346,33 +376,27 @@ def main(argv=None):
     model = score.model_from_arg(args.model)
     weights = Path(args.weights) if args.weights else default_weights(model)
     images = expand_inputs(args.images)
-    out = Path(args.out) if args.out else REPO / "out" / "infer" / model.name
-    out.mkdir(parents=True, exist_ok=True)
+    out = cli.output_dir(args.out or REPO / "out" / "infer" / model.name, "--out")
+    check_outputs(model, images, out)
     seg = Segmenter(model, weights)
     classes = {h.suffix: head_classes(model.eval.dataset, h.label) for h in model.heads}
-    bg = classes[model.heads[0].suffix].index("background") \
-        if "background" in classes[model.heads[0].suffix] else None
+    first_classes = classes[model.heads[0].suffix]
+    bg = first_classes.index("background") if "background" in first_classes else None
     failed = 0
     for path in images:
         t = time.time()
         try:
-            im = open_image(path)
-            w, h = im.size
-            if orientation(im) in (5, 6, 7, 8):      # EXIF says: rotated by 90 degrees
-                w, h = h, w
-            seg.check(h, w, path)
-            rgb = to_rgb(im, path)
-        except cli.UserError as e:
+            rgb = seg.load(path)
+        except FcnError as e:
             print(f"infer.py: {e}", file=sys.stderr)
             failed += 1
             continue
         labels = seg(rgb)
-        stem = Path(path).stem
-        for hd in model.heads:
-            name = f"{stem}{hd.suffix}.png" if hd is not model.heads[0] else f"{stem}.png"
+        names = output_names(model, path)
+        for hd, name in zip(model.heads, names):
             score.save_label_png(out / name, labels["score" + hd.suffix])
         first = labels["score" + model.heads[0].suffix]
-        Image.fromarray(overlay(rgb, first, bg)).save(out / f"{stem}_overlay.jpg", quality=90)
+        Image.fromarray(overlay(rgb, first, bg, first_classes)).save(out / names[-1], quality=90)
         found = "; ".join(f"{describe(labels['score' + hd.suffix], classes[hd.suffix])}"
                           for hd in model.heads)
         print(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, {time.time() - t:.2f} s: {found}",

@@ -18,15 +18,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from datasets import DATASETS, head_classes
+from errors import FcnError
 
 REPO = Path(__file__).resolve().parent
 IGNORE = 255
 
 
-class DataError(Exception):
+class DataError(FcnError):
     """A problem with a dataset on disk or a layer's parameters; one line, naming the file."""
 
 
@@ -50,16 +51,74 @@ def data_root(explicit=None):
     return Path(env) if env else REPO / "data"
 
 
+# One size policy for every image the project opens (datasets, infer.py, reference.py,
+# prepare.py check): the header is read first and an image is refused before any pixel
+# is decoded when it is larger than the largest input any net can take, a 3-channel
+# float blob within Caffe's 2^31 - 1 elements. PIL's own bomb check (a warning, then a
+# traceback) is replaced by this one; infer.py adds its memory model on top.
+MAX_PIXELS = (2 ** 31 - 1) // 3
+Image.MAX_IMAGE_PIXELS = None
+
+
 def open_image(path, what="image"):
-    """Decode an image file fully, turning any decoding failure into a DataError."""
+    """The image at ``path`` with its header read and no pixel decoded yet; a DataError
+    (one line naming the file) if it is missing, not an image, has no pixels or has
+    more than MAX_PIXELS."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an {what} file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except FileNotFoundError:
-        raise DataError(f"missing {what}: {path}") from None
+        im = Image.open(path)
+    except UnidentifiedImageError:
+        size = header_size(path)
+        if size and 0 in size:
+            raise DataError(f"{what} has no pixels: {path} is {size[0]}x{size[1]}") from None
+        raise DataError(f"not an image (or a format Pillow cannot read): {path}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"unreadable {what} {path}: {e}") from None
+    w, h = im.size
+    if w * h == 0:
+        raise DataError(f"{what} has no pixels: {path} is {w}x{h}")
+    if w * h > MAX_PIXELS:
+        side = int((MAX_PIXELS * max(w, h) / min(w, h)) ** 0.5)
+        raise DataError(f"{what} {path} is {w}x{h} ({w * h / 1e6:.0f} megapixels), more than "
+                        f"the {MAX_PIXELS / 1e6:.0f} megapixels a net can take; resize it to at "
+                        f"most about {side} px on the long side")
+    return im
+
+
+def decoded(im, path, what="image"):
+    """Decode every pixel of an image from open_image; a DataError if that fails."""
+    try:
+        im.load()
+        return im
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"unreadable {what} {path}: {e}") from None
+
+
+def read_image(path, what="image"):
+    """open_image + decoded: a fully decoded image, or one line naming the file."""
+    return decoded(open_image(path, what), path, what)
+
+
+def header_size(path):
+    """(width, height) from a PNG, BMP or PNM header, for files Pillow refuses to open
+    (it refuses images with no pixels); None if it is none of those."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return w, abs(h)
+    if head[:1] == b"P" and head[1:2] in b"123456":
+        tokens = [t for t in head[2:].split() if not t.startswith(b"#")]
+        if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].isdigit():
+            return int(tokens[0]), int(tokens[1])
+    return None
 
 
 def load_mat(path, key, what="label"):
@@ -76,7 +135,7 @@ def load_mat(path, key, what="label"):
 
 
 def rgb_array(path):
-    im = open_image(path)
+    im = read_image(path)
     if im.mode != "RGB":
         im = im.convert("RGB")
     return np.asarray(im)
@@ -84,7 +143,7 @@ def rgb_array(path):
 
 def index_png(path):
     """Class-index PNG (palette 'P' or greyscale 'L') -> HxW uint8."""
-    im = open_image(path, "label")
+    im = read_image(path, "label")
     if im.mode not in ("P", "L"):
         raise DataError(f"label {path} is a {im.mode} image; expected a palette or "
                         "greyscale PNG of class indices")
@@ -93,6 +152,14 @@ def index_png(path):
 
 # ---------------------------------------------------------------------------
 # Readers
+
+
+def check_id(id_, list_file, line):
+    """Ids become parts of file paths: refuse one that could leave the dataset folder."""
+    parts = id_.replace("\\", "/").split("/")
+    if id_.startswith("/") or ".." in parts or "\0" in id_:
+        raise DataError(f"split list {list_file} line {line}: id {id_!r} points outside the "
+                        "dataset folder; ids are file names without folders")
 
 
 class Reader:
@@ -129,9 +196,6 @@ class Reader:
         raise NotImplementedError
 
     # -- shared
-    def where(self):
-        return f"{self.info.name} data in {self.root}"
-
     def ids(self, split):
         if not self.root.is_dir():
             raise DataError(f"{self.info.name} folder not found: {self.root}; expected "
@@ -141,6 +205,8 @@ class Reader:
         if not f.is_file():
             raise DataError(f"split list not found: {f}; expected {self.layout}")
         ids = [self.parse_line(l, split) for l in f.read_text().splitlines() if l.strip()]
+        for n, id_ in enumerate(ids, 1):
+            check_id(id_, f, n)
         if not ids:
             raise DataError(f"split list {f} is empty")
         return ids
@@ -251,9 +317,9 @@ class NYUDReader(Reader):
         if top == "label":
             return index_png(self.path(id_, top))
         if top == "depth":
-            return np.asarray(open_image(self.path(id_, top), "depth"), dtype=np.float32)
+            return np.asarray(read_image(self.path(id_, top), "depth"), dtype=np.float32)
         if top == "hha":
-            return np.asarray(open_image(self.path(id_, top), "HHA").convert("RGB"))
+            return np.asarray(read_image(self.path(id_, top), "HHA").convert("RGB"))
         return rgb_array(self.path(id_, top))
 
     def to_input(self, a, top):

@@ -5,12 +5,17 @@
     python prepare.py derive DATASET... derive only (after unpacking by hand)
     python prepare.py check DATASET     verify a dataset is complete; report every
                                         problem; exit 1 if there is any
+A user mistake (an unknown dataset, a --root that cannot be written, a failed
+download or a damaged archive) stops with one line and exit 2.
 
 Datasets: sbdd, voc, nyud, siftflow, pascalcontext, camvid (see data/README.md).
 Everything lands under the data root: --root, else $FCN_DATA, else ./data.
 """
 import argparse
+import gzip
 import hashlib
+import http.client
+import lzma
 import shutil
 import sys
 import tarfile
@@ -18,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
@@ -25,6 +31,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+import cli
 import layers
 from datasets import DATASETS
 from layers import DataError, IGNORE
@@ -143,6 +150,15 @@ def verify(path, checksum):
     return True
 
 
+def read_block(response, n):
+    """Up to ``n`` bytes; b"" at the end. A connection closed before Content-Length
+    ends the stream too (the caller compares the length)."""
+    try:
+        return response.read(n)
+    except http.client.IncompleteRead as e:
+        return e.partial
+
+
 def download(url, dest, checksum=None, chunk=1 << 16):
     """Fetch ``url`` to ``dest`` through ``dest.part``, resuming a partial download
     with an HTTP Range request; verify the checksum before renaming into place."""
@@ -154,6 +170,7 @@ def download(url, dest, checksum=None, chunk=1 << 16):
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
+    total = None
     headers = {"User-Agent": "fcn-caffe-prepare/1"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -169,17 +186,22 @@ def download(url, dest, checksum=None, chunk=1 << 16):
                 say(f"  resuming {dest.name} at {have / 1e6:.1f} MB")
             bar = Progress(f"  {dest.name}", total, have)
             with open(part, "ab" if resumed else "wb") as f:
-                for block in iter(lambda: r.read(chunk), b""):
+                for block in iter(lambda: read_block(r, chunk), b""):
                     f.write(block)
                     bar.update(len(block))
             bar.close()
     except urllib.error.HTTPError as e:
         if e.code != 416 or not have:          # 416: the part is already complete
             raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         kept = part.stat().st_size if part.exists() else 0
-        raise DataError(f"download of {url} failed: {getattr(e, 'reason', e)}; run again to "
-                        f"resume ({kept / 1e6:.1f} MB kept in {part})") from None
+        raise DataError(f"download of {url} failed: {getattr(e, 'reason', e)!s:.200}; run again "
+                        f"to resume ({kept / 1e6:.1f} MB kept in {part})") from None
+    got = part.stat().st_size
+    if total is not None and got != total:
+        # the server closed the connection early: keep the part to resume from
+        raise DataError(f"download of {url} stopped at {got / 1e6:.1f} of {total / 1e6:.1f} MB; "
+                        f"run again to resume (kept in {part})")
     result = verify(part, checksum)
     if result is not True:
         part.unlink()
@@ -214,9 +236,22 @@ def safe_target(dest, name, prefix):
     return dest.joinpath(*rel.parts)
 
 
+def tar_rest_is_padding(t):
+    """True when nothing but zero blocks follows the last member tarfile read: it
+    stops silently at a damaged header in the middle of an archive. Reading to the
+    end also makes gzip check its CRC and length."""
+    t.fileobj.seek(t.offset)
+    for block in iter(lambda: t.fileobj.read(1 << 20), b""):
+        if block.count(0) != len(block):
+            return False
+    return True
+
+
 def unpack(archive, dest, strip=""):
     """Unpack a .tar(.gz) or .zip into ``dest`` minus the member prefix ``strip``.
-    A stamp file makes a finished unpack a no-op; an interrupted one starts over."""
+    A stamp file, written only after every member was read and checked, makes a
+    finished unpack a no-op; an interrupted or failed one starts over. A damaged
+    archive is removed (with a one-line error) so that the next run downloads it again."""
     archive, dest = Path(archive), Path(dest)
     stamp = dest / f".unpacked-{archive.name}"
     if stamp.exists():
@@ -235,7 +270,7 @@ def unpack(archive, dest, strip=""):
                         continue
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with z.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)
+                        shutil.copyfileobj(src, out)     # zipfile checks each CRC
                     count += 1
         else:
             with tarfile.open(archive, "r:*") as t:
@@ -248,9 +283,20 @@ def unpack(archive, dest, strip=""):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with t.extractfile(m) as src, open(target, "wb") as out:
                         shutil.copyfileobj(src, out)
+                        if out.tell() != m.size:
+                            raise EOFError(f"{m.name} ends after {out.tell()} of {m.size} bytes")
                     count += 1
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"cannot unpack {archive}: {e}; delete it and run again") from None
+                if not tar_rest_is_padding(t):
+                    raise tarfile.ReadError(f"a damaged header after member {len(members)} "
+                                            f"(byte {t.offset})")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile,
+            lzma.LZMAError, OSError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise DataError(f"cannot unpack {archive} into {dest}: {e.strerror}") from None
+        archive.unlink(missing_ok=True)
+        why = " ".join(str(e).split())[:200]           # one line, whatever tarfile says
+        raise DataError(f"{archive} is damaged ({type(e).__name__}: {why}); removed it, run "
+                        "again to download it again") from None
     if count == 0:
         raise DataError(f"{archive} has no files under {prefix or strip!r}; is it the right archive?")
     stamp.write_text(f"{count} files\n")
@@ -464,10 +510,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
-        print(f"prepare.py: unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}",
-              file=sys.stderr)
-        return 2
+        raise cli.UserError(f"unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}")
     root = layers.data_root(args.root).resolve()
+    if args.command != "check":
+        cli.output_dir(root, "--root" if args.root else "the data root")
     try:
         for d in args.datasets:
             if args.command == "get":
@@ -483,9 +529,6 @@ def main(argv=None):
                           f"{root / DATASETS[d].dir}", file=sys.stderr)
                     return 1
                 say(f"{d}: complete")
-    except DataError as e:
-        print(f"prepare.py: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("prepare.py: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -493,4 +536,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main, prog="prepare.py"))

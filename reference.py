@@ -13,7 +13,8 @@ the value *after* its ReLU (meta's layer list shows which layers wrote into it).
 
 ``compare`` prints, for every array of A, the largest absolute and relative
 difference from B, and exits 1 if any array is missing, of another shape, or
-outside |a - b| <= atol + rtol * |b|.
+outside |a - b| <= atol + rtol * |b|; a file that is not a reference .npz
+(or a negative tolerance) exits 2.
 """
 import argparse
 import hashlib
@@ -22,7 +23,6 @@ import os
 import platform
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import cli
@@ -69,8 +69,7 @@ def export(model, weights, image, out):
     os.environ.setdefault("CAFFE_WINOGRAD", "0")
     import infer
     seg = infer.Segmenter(model, weights)
-    rgb = infer.load_rgb(image)
-    seg.check(*rgb.shape[:2], image)
+    rgb = seg.load(image)
     seg(rgb)
     net = seg.net
     arrays = {f"input/{b}": net.blobs[b].data.copy() for b in seg.inputs}
@@ -106,14 +105,32 @@ def export(model, weights, image, out):
 
 
 def load(path):
+    """Every array of a reference .npz; one line (exit 2) if the file is not one: not
+    found, empty, a single .npy, not a zip, a member that is not an array, pickled
+    objects, or arrays that are not numbers."""
     path = Path(path)
     if not path.is_file():
         raise cli.UserError(f"not found: {path}")
+    what = f"{path} is not a reference .npz (python reference.py export writes one)"
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise cli.UserError(f"{path} is not a reference .npz ({e})") from None
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises many types for files that are not arrays
+        raise cli.UserError(f"{what}: {type(e).__name__}: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise cli.UserError(f"{what}: it holds a single array")
+    try:
+        with z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise cli.UserError(f"{what}: {type(e).__name__}: {e}") from None
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):
+            raise cli.UserError(f"{what}: its member {k} is not a .npy array")
+        if k != "meta" and v.dtype.kind not in "biuf":
+            raise cli.UserError(f"{what}: {k} holds {v.dtype} values, not numbers")
+    if not any(k != "meta" for k in arrays):
+        raise cli.UserError(f"{what}: it holds no arrays")
+    return arrays
 
 
 def compare(a, b, rtol, atol):
@@ -155,12 +172,15 @@ def main(argv=None):
     if args.command == "export":
         import score
         model = score.model_from_arg(args.model)
+        cli.output_file(args.out, "--out")
         out, arrays = export(model, Path(args.weights), Path(args.image), args.out)
         n = sum(k.startswith("blob/") for k in arrays)
         print(f"wrote {out}: {n} blobs, {sum(k.startswith('param/') for k in arrays)} params, "
               f"{out.stat().st_size / 1e6:.1f} MB")
         return 0
 
+    cli.finite("--rtol", args.rtol, low=0)
+    cli.finite("--atol", args.atol, low=0)
     a, b = load(args.a), load(args.b)
     rows = compare(a, b, args.rtol, args.atol)
     width = max(len(r[0]) for r in rows) if rows else 10

@@ -15,11 +15,10 @@ labelled 255 (or any value outside the classes) are not scored.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import cli  # noqa: F401  (quiet Caffe logging before caffe loads)
+import cli  # (first: quiet Caffe logging before caffe loads)
 import numpy as np
 from PIL import Image
 
@@ -178,18 +177,16 @@ def main(argv=None):
 
     import caffe
     import caffemodel
+    import surgery
     from datasets import head_classes
     model = model_from_arg(args.model)
     weights = Path(args.weights)
+    if args.save_dir:
+        cli.output_dir(args.save_dir, "--save-dir")
     caffemodel.read_shapes(weights)          # missing / damaged: one line, before any work
     proto = eval_net_proto(model, args.split, args.data_root)
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-        f.write(str(proto))
-        f.flush()
-        caffe.set_mode_cpu()
-        net = caffe.Net(f.name, caffe.TEST)
-    caffemodel.check_fits(weights, net)
-    net.copy_from(str(weights))
+    caffe.set_mode_cpu()
+    net = surgery.load_net(proto, weights)
     n = len(net.layers[0].ids)
     split = json.loads(proto.layer[0].python_param.param_str)["split"]
     t0 = time.time()

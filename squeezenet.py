@@ -112,14 +112,11 @@ def decode_to_caffemodel(src, out):
 
 def classify(weights, images, top=5, labels=None):
     """[(image, [(class index, score)...])] with the classifier's deploy net."""
-    import caffe
     import infer
     import nets
+    import surgery
     c = nets.CLASSIFIERS["squeezenet"]
-    net = caffe.Net(str(c.dir / c.proto), caffe.TEST)
-    import caffemodel
-    caffemodel.check_fits(weights, net)
-    net.copy_from(str(weights))
+    net = surgery.load_net(c.dir / c.proto, weights)
     from PIL import Image
     import layers
     out = []

@@ -18,15 +18,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cli  # noqa: F401  (quiet Caffe logging before caffe loads)
+import cli  # (first: quiet Caffe logging before caffe loads)
 import numpy as np
 
 import caffe
 import caffemodel
 import nets
+from errors import FcnError
 
 
-class SurgeryError(ValueError):
+class SurgeryError(FcnError, ValueError):
     """Weights that cannot be carried over as asked; one line."""
 
 
@@ -136,17 +137,36 @@ def temp_prototxt(proto):
     return f.name
 
 
-def net_from_proto(proto, weights=None):
-    """A caffe.Net (TEST) from a NetParameter, weights checked before Caffe sees them."""
-    path = temp_prototxt(proto)
-    try:
-        net = caffe.Net(path, caffe.TEST)
-    finally:
-        os.unlink(path)
+def load_net(proto, weights=None, complete=True):
+    """The one way the project makes a net with weights: a caffe.Net (TEST phase) from a
+    prototxt path or a NetParameter, the weights checked before Caffe sees them (see
+    copy_weights)."""
+    if isinstance(proto, (str, Path)):
+        net = caffe.Net(str(proto), caffe.TEST)
+    else:
+        path = temp_prototxt(proto)
+        try:
+            net = caffe.Net(path, caffe.TEST)
+        finally:
+            os.unlink(path)
     if weights is not None:
-        caffemodel.check_fits(weights, net)
-        net.copy_from(str(weights))
+        copy_weights(net, weights, complete)
     return net
+
+
+def copy_weights(net, weights, complete=True):
+    """Load a caffemodel into ``net`` by layer name, after checking that Caffe will
+    not abort on it. With ``complete`` (inference, scoring, a classifier), every
+    learned layer must come from the file; fixed deconvolutions it lacks are filled
+    with bilinear kernels, and a note on stderr says so. Without (initialising a
+    training net), the file may hold a part of the net. Returns the layers loaded."""
+    shared, fixed_missing = caffemodel.check_fits(weights, net, complete)
+    net.copy_from(str(weights))
+    if complete and fixed_missing:
+        interp(net, fixed_missing)
+        print(f"note: {weights} has no {', '.join(fixed_missing)}: filled with bilinear "
+              "kernels (fixed upsampling, as in training)", file=sys.stderr)
+    return shared
 
 
 def save_atomic(net, path):
@@ -168,16 +188,14 @@ def make_fcn_init(backbone, proto=None, weights=None, out=None):
     c = nets.CLASSIFIERS[backbone]
     proto = Path(proto or c.dir / c.proto)
     weights = Path(weights or c.dir / c.weights)
-    out = Path(out or c.dir / c.fcn_init)
+    out = cli.output_file(out or c.dir / c.fcn_init, "--out")
     if not proto.is_file():
         raise SurgeryError(f"classifier net not found: {proto} (python nets.py ilsvrc-nets makes it)")
     if not weights.is_file():
         raise SurgeryError(f"classifier weights not found: {weights}; {c.how_to_get()} "
                            "(see ilsvrc-nets/README.md)")
-    classifier = caffe.Net(str(proto), caffe.TEST)
-    caffemodel.check_fits(weights, classifier)
-    classifier.copy_from(str(weights))
-    fcn = net_from_proto(nets.fcn_backbone(backbone))
+    classifier = load_net(proto, weights)
+    fcn = load_net(nets.fcn_backbone(backbone))
     summary = transplant(fcn, classifier)
     del classifier
     save_atomic(fcn, out)
@@ -197,5 +215,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import surgery  # the module (not __main__), so its SurgeryError is the one cli knows
-    sys.exit(cli.run(surgery.main))
+    sys.exit(cli.run(main))

@@ -10,11 +10,15 @@ bilinear interpolation, and train with the model's solver, scoring the
 evaluation split every ``--test-interval`` iterations. Everything a run makes
 goes to ``--out`` (default out/<model>/): solver.prototxt, train_log.jsonl
 (smoothed loss), metrics.jsonl (one record per scoring), progress.png, the
-latest snapshots in snapshots/ and final.caffemodel at the end. Ctrl-C stops
-after the current iteration with a snapshot; --resume continues from one.
+latest snapshots in snapshots/ and final.caffemodel at the end. Ctrl-C or
+SIGTERM stops after the current iteration with a snapshot; --resume continues
+from one (checked against the net first). A bad image or label stops with a
+snapshot too; a loss that is no longer finite stops without one, naming the
+last finite snapshot.
 """
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -24,9 +28,11 @@ from pathlib import Path
 
 import cli
 import numpy as np
+from errors import FcnError
 
 REPO = Path(__file__).resolve().parent
 KEEP_SNAPSHOTS = 3
+ESTIMATE_AFTER = 10       # iterations timed before the estimate of the whole run is printed
 
 
 def parse_args(name, argv):
@@ -119,20 +125,19 @@ def initialise(net, model, weights):
         path = Path(path)
         if how in nets.MODELS:                                   # a late-fusion stream
             src_model = nets.MODELS[how]
-            src = surgery.net_from_proto(src_model.net("deploy"), path)
+            src = surgery.load_net(src_model.net("deploy"), path)
             surgery.transplant(net, src, suffix=src_model.modality)
             del src
             continue
         shapes = caffemodel.read_shapes(path)
         if model.modality == "color-d" and "conv1_1_bgrd" not in shapes:
             # from the colour backbone: everything but conv1, then conv1 + a depth channel
-            src = surgery.net_from_proto(nets.fcn_backbone(model.backbone), path)
+            src = surgery.load_net(nets.fcn_backbone(model.backbone), path)
             surgery.transplant(net, src)
             surgery.color_depth_conv1(net, src)
             del src
             continue
-        shared = caffemodel.check_fits(path, net)
-        net.copy_from(str(path))
+        shared = surgery.copy_weights(net, path, complete=False)
         print(f"initialised {len(shared)} layers from {rel(path)}")
 
 
@@ -183,27 +188,91 @@ def snapshot(solver, out):
     state_path = final / f"{stem}.solverstate"
     os.replace(tmp, state_path)
     (scratch / f"{stem}.solverstate").unlink()
-    states = sorted(final.glob("train_iter_*.solverstate"),
-                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    for old in states[:-KEEP_SNAPSHOTS]:
-        old.unlink()
-        old.with_suffix(".caffemodel").unlink(missing_ok=True)
+    prune(final)
     return state_path
 
 
-def check_solverstate(path):
+def snapshot_iter(path):
+    try:
+        return int(path.name.split(".")[0].rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def prune(folder, keep=KEEP_SNAPSHOTS):
+    """Keep the newest ``keep`` complete snapshots (state and weights); remove older
+    ones and strays: weights whose state was never written (a process killed between
+    the two renames) older than the newest complete snapshot."""
+    files = [p for p in folder.glob("train_iter_*") if snapshot_iter(p) is not None
+             and p.suffix in (".caffemodel", ".solverstate")]
+    iters = {}
+    for p in files:
+        iters.setdefault(snapshot_iter(p), set()).add(p.suffix)
+    complete = sorted(i for i, s in iters.items() if len(s) == 2)
+    kept = set(complete[-keep:])
+    newest = complete[-1] if complete else -1
+    for p in files:
+        i = snapshot_iter(p)
+        if i not in kept and i <= newest:
+            p.unlink(missing_ok=True)
+
+
+def last_snapshot(out):
+    """The newest complete snapshot's .solverstate in out/snapshots, or None."""
+    states = [p for p in (out / "snapshots").glob("train_iter_*.solverstate")
+              if snapshot_iter(p) is not None and p.with_suffix(".caffemodel").is_file()]
+    return max(states, key=snapshot_iter, default=None)
+
+
+def read_solverstate(path):
+    """The parsed .solverstate, or one line saying why it is not one."""
     from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
     path = Path(path)
     if not path.is_file():
         raise cli.UserError(f"--resume: {path} not found")
+    data = path.read_bytes()
     state = caffe_pb2.SolverState()
     try:
-        state.ParseFromString(path.read_bytes())
-    except Exception:
-        raise cli.UserError(f"--resume: {path} is not a Caffe .solverstate") from None
-    if state.learned_net and not Path(state.learned_net).is_file():
+        state.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise cli.UserError(f"--resume: {path} is not a Caffe .solverstate "
+                            f"({len(data)} bytes)") from None
+    if not data or not state.HasField("iter") or not state.history:
+        raise cli.UserError(f"--resume: {path} is not a complete Caffe .solverstate "
+                            f"({len(data)} bytes, {len(state.history)} history blobs)")
+    if not state.learned_net:
+        raise cli.UserError(f"--resume: {path} names no weights file (learned_net)")
+    if not Path(state.learned_net).is_file():
         raise cli.UserError(f"--resume: {path} refers to {state.learned_net}, which is missing")
-    return state.iter
+    return state
+
+
+def blob_proto_shape(b):
+    if b.HasField("shape"):
+        return tuple(b.shape.dim)
+    return (b.num, b.channels, b.height, b.width)
+
+
+def check_state_fits(path, state, net, name):
+    """Caffe aborts on a state whose momentum history or weights do not fit the
+    solver's net; say which instead. One history blob per parameter blob (SGD)."""
+    import caffemodel
+    want = [tuple(b.data.shape) for blobs in net.params.values() for b in blobs]
+    got = [blob_proto_shape(h) for h in state.history]
+    if len(got) != len(want):
+        raise cli.UserError(f"--resume: {path} has {len(got)} history blobs, {name}'s net has "
+                            f"{len(want)} parameter blobs; it is a state of another model, "
+                            "or damaged")
+    names = [(k, i) for k, blobs in net.params.items() for i in range(len(blobs))]
+    for (k, i), g, w in zip(names, got, want):
+        if not caffemodel._same(w, g):
+            raise cli.UserError(f"--resume: {path} has history {list(g)} for {k}[{i}], the "
+                                f"net has {list(w)}; it is a state of another model")
+    try:
+        caffemodel.check_fits(state.learned_net, net, complete=True)
+    except caffemodel.WeightsError as e:
+        raise cli.UserError(f"--resume: {path}'s weights: {e}") from None
 
 
 def append_jsonl(path, record):
@@ -216,6 +285,18 @@ def read_jsonl(path):
     if not Path(path).is_file():
         return []
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def drop_records_after(path, it):
+    """Resuming at iteration ``it`` replaces what the earlier run logged after it (a
+    process killed between scoring and its snapshot logged a record it will log again)."""
+    records = read_jsonl(path)
+    kept = [r for r in records if r["iter"] <= it]
+    if len(kept) != len(records):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+    return len(records) - len(kept)
 
 
 def plot(out, title):
@@ -246,7 +327,9 @@ def fmt_time(s):
 
 
 class Progress:
-    """Iteration rate, smoothed loss and ETA on one line (redrawn on a terminal)."""
+    """Iteration rate, smoothed loss and ETA on one line (redrawn on a terminal),
+    against what ends the run: the iteration target, or the time budget when that
+    comes first."""
 
     def __init__(self, start, total, window=20, deadline=None):
         self.start, self.total, self.t0, self.deadline = start, total, time.time(), deadline
@@ -261,13 +344,29 @@ class Progress:
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
     def line(self, it):
-        done = it - self.start
-        rate = done / max(time.time() - self.t0, 1e-9)
+        now = time.time()
+        rate = (it - self.start) / max(now - self.t0, 1e-9)
         eta = (self.total - it) / rate if rate > 0 else float("inf")
-        if self.deadline is not None:
-            eta = min(eta, max(self.deadline - time.time(), 0))
-        return (f"iter {it}/{self.total} | {rate:.2f} it/s | loss {self.smoothed:.4g} "
+        where = f"iter {it}/{self.total}"
+        if self.deadline is not None and self.deadline - now < eta:
+            eta = max(self.deadline - now, 0)
+            where = (f"iter {it} | {fmt_time(now - self.t0)} of the "
+                     f"{fmt_time(self.deadline - self.t0)} budget")
+        return (f"{where} | {rate:.2f} it/s | loss {self.smoothed:.4g} "
                 f"(mean of {len(self.losses)}) | ETA {fmt_time(eta) if eta != float('inf') else '?'}")
+
+    def estimate(self, it, interval, n_eval):
+        """One line: how long the rest of the run takes on this machine, from the
+        iterations timed so far (a scoring image costs about a third of an SGD step:
+        one forward pass against forward, backward and update)."""
+        step = (time.time() - self.t0) / max(it - self.start, 1)
+        scorings = self.total // interval - it // interval + (self.total % interval != 0)
+        left = step * ((self.total - it) + scorings * n_eval / 3)
+        if self.deadline is not None and self.deadline - time.time() < left:
+            return (f"estimate: the {fmt_time(self.deadline - self.t0)} time budget ends this "
+                    f"run, at about iteration {it + int((self.deadline - time.time()) / step)}")
+        return (f"estimate: {fmt_time(left)} for the {self.total - it} iterations left and "
+                f"{scorings} scorings, at {step:.2f} s per iteration measured here")
 
     def show(self, it):
         print(("\r" + self.line(it)) if self.tty else self.line(it), end="" if self.tty else "\n",
@@ -278,47 +377,77 @@ class Progress:
 # The loop
 
 
-def train(name, argv):
-    import nets
-    import score
-    import surgery
-    args = parse_args(name, argv)
-    model = nets.MODELS[name]
+def check_args(args, model):
+    """Every flag checked before any work; returns (output folder, scoring interval)."""
     cli.require_cpu(args.gpu)
     for flag in ("iters", "test_interval", "display"):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise cli.UserError(f"--time-budget must be positive, got {args.time_budget}")
-    if args.base_lr is not None and args.base_lr <= 0:
-        raise cli.UserError(f"--base-lr must be positive, got {args.base_lr}")
-    if args.momentum is not None and not 0 <= args.momentum < 1:
-        raise cli.UserError(f"--momentum must be in [0, 1), got {args.momentum}")
-    interval = args.test_interval or model.test_interval
-    out = Path(args.out).resolve() if args.out else REPO / "out" / name
-    out.mkdir(parents=True, exist_ok=True)
+    cli.finite("--time-budget", args.time_budget, low=0, low_open=True)
+    cli.finite("--base-lr", args.base_lr, low=0, low_open=True)
+    cli.finite("--momentum", args.momentum, low=0, high=1, high_open=True)
+    if args.from_scratch and (args.weights or args.resume):
+        raise cli.UserError("--from-scratch takes no --weights or --resume")
     if args.data_root:
         root = Path(args.data_root).resolve()
         if not root.is_dir():
             raise cli.UserError(f"--data-root {args.data_root}: no such folder")
         os.environ["FCN_DATA"] = str(root)            # the data layers read it at setup
+    out = cli.output_dir(Path(args.out).resolve() if args.out else REPO / "out" / model.name,
+                         "--out")
+    return out, args.test_interval or model.test_interval
 
-    resume_iter = check_solverstate(args.resume) if args.resume else None
-    if args.from_scratch and (args.weights or args.resume):
-        raise cli.UserError("--from-scratch takes no --weights or --resume")
-    weights = None if args.resume or args.from_scratch else initial_weights(model, args.weights)
+
+class Stop:
+    """Ctrl-C or SIGTERM: stop after the current iteration with a snapshot; a second
+    one quits at once."""
+
+    def __init__(self):
+        self.asked = False
+        self.previous = {}
+
+    def __call__(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{what}: stopping after this iteration with a snapshot "
+              "(again to quit without one)", flush=True)
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self.previous[s] = signal.signal(s, self)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def train(name, argv):
     import caffemodel
+    import nets
+    import surgery
+    args = parse_args(name, argv)
+    model = nets.MODELS[name]
+    out, interval = check_args(args, model)
+    state = read_solverstate(args.resume) if args.resume else None
+    if state is not None and state.iter >= args.iters:
+        raise cli.UserError(f"--resume: the state is at iteration {state.iter}, "
+                            f"not before --iters {args.iters}")
+    weights = None if args.resume or args.from_scratch else initial_weights(model, args.weights)
     for path, _ in weights or []:
         caffemodel.read_shapes(path)           # missing or damaged: say so before building nets
-    if resume_iter is not None and resume_iter >= args.iters:
-        raise cli.UserError(f"--resume: the state is at iteration {resume_iter}, "
-                            f"not before --iters {args.iters}")
 
     solver = make_solver(model, out, args.display, args.base_lr, args.momentum)
     if args.resume:
+        check_state_fits(args.resume, state, solver.net, name)
         solver.restore(str(Path(args.resume).resolve()))
-        print(f"resumed from {rel(args.resume)} at iteration {solver.iter}")
+        dropped = sum(drop_records_after(out / f, solver.iter)
+                      for f in ("metrics.jsonl", "train_log.jsonl"))
+        print(f"resumed from {rel(args.resume)} at iteration {solver.iter}"
+              + (f" ({dropped} log records after it replaced)" if dropped else ""))
     elif args.from_scratch:
         print("no initial weights: training from Caffe's fillers")
     else:
@@ -326,65 +455,85 @@ def train(name, argv):
     surgery.interp(solver.net)           # fixed bilinear upsampling (lr_mult 0)
     test_net = solver.test_nets[0]
     test_net.share_with(solver.net)
-    heads = score.heads_of(model)
     n_eval = len(test_net.layers[0].ids)
-    losses = [b for b in solver.net.outputs if b.startswith("loss")]
-
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        print("\nCtrl-C: stopping after this iteration with a snapshot "
-              "(Ctrl-C again to quit without one)", flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
     deadline = time.time() + 60 * args.time_budget if args.time_budget else None
     bar = Progress(solver.iter, args.iters, deadline=deadline)
-    out_of_time = False
-    print(f"training {name} from iteration {solver.iter} to {args.iters}, scoring "
-          f"{model.eval.split} ({n_eval} images) every {interval}; output in {rel(out)}",
-          flush=True)
-    try:
-        while solver.iter < args.iters and not stop["asked"] and not out_of_time:
-            solver.step(1)
-            it = solver.iter
-            out_of_time = deadline is not None and time.time() >= deadline
-            last = it == args.iters or out_of_time
-            bar.add(sum(float(solver.net.blobs[b].data) for b in losses))
-            if it % args.display == 0 or last:
-                bar.show(it)
-                append_jsonl(out / "train_log.jsonl", {"iter": it, "loss": bar.smoothed})
-            if it % interval == 0 or last:
-                if bar.tty:
-                    print()
-                t = time.time()
-                hists, eval_loss = score.score_net(test_net, heads, n_eval)
-                results = {label: score.metrics(hists[s]) for s, label, _, _ in heads}
-                first = results[model.heads[0].label]
-                record = {"iter": it, "train_loss": bar.smoothed, "eval_loss": eval_loss,
-                          **first, "n_images": n_eval, "score_s": round(time.time() - t, 1),
-                          "elapsed_s": round(time.time() - bar.t0, 1)}
-                if len(heads) > 1:
-                    record["heads"] = results
-                append_jsonl(out / "metrics.jsonl", record)
-                print(f"iter {it} | {model.eval.split}: " + score.format_metrics(first)
-                      + "".join(f" | {k}: mean IU {100 * v['mean_iu']:.2f}"
-                                for k, v in list(results.items())[1:]), flush=True)
-                plot(out, f"{name}")
-                snapshot(solver, out)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if stop["asked"]:
-        state = snapshot(solver, out)
+    print(f"training {name} from iteration {solver.iter} to {args.iters}"
+          + (f" or for {args.time_budget:g} minutes" if deadline else "")
+          + f", scoring {model.eval.split} ({n_eval} images) every {interval}; output in "
+          f"{rel(out)}", flush=True)
+    with Stop() as stop:
+        try:
+            ended = loop(solver, test_net, model, args, out, interval, bar, deadline, stop)
+        except FcnError as e:        # a bad image or label, from a data layer
+            state_path = snapshot(solver, out)
+            raise cli.UserError(f"{e}; stopped at iteration {solver.iter} with a snapshot: fix "
+                                f"it, then python {name}/solve.py --resume {rel(state_path)}") \
+                from None
+    if ended == "diverged":
+        last = last_snapshot(out)
+        raise cli.UserError(
+            f"the training loss became {bar.losses[-1]} at iteration {solver.iter}; stopped "
+            "without saving that state; "
+            + (f"the last finite snapshot is {rel(last)} (resume from it with a lower --base-lr)"
+               if last else "no snapshot was made before it: start again with a lower --base-lr"))
+    if ended == "stopped":
+        state_path = snapshot(solver, out)
         plot(out, name)
-        print(f"stopped at iteration {solver.iter}; snapshot {rel(state)}; resume with: "
-              f"python {name}/solve.py --resume {rel(state)}", file=sys.stderr)
+        print(f"stopped at iteration {solver.iter}; snapshot {rel(state_path)}; resume with: "
+              f"python {name}/solve.py --resume {rel(state_path)}", file=sys.stderr)
         return 130
     final = surgery.save_atomic(solver.net, out / "final.caffemodel")
-    if out_of_time:
+    if ended == "out of time":
         print(f"time budget of {args.time_budget:g} minutes reached")
     print(f"done: iteration {solver.iter}; weights {rel(final)}; metrics "
           f"{rel(out / 'metrics.jsonl')}; plot {rel(out / 'progress.png')}")
     return 0
+
+
+def loop(solver, test_net, model, args, out, interval, bar, deadline, stop):
+    """SGD steps with progress, scoring and snapshots until the target, the budget, a
+    stop request or a non-finite loss; returns which ended it."""
+    import score
+    heads = score.heads_of(model)
+    n_eval = len(test_net.layers[0].ids)
+    losses = [b for b in solver.net.outputs if b.startswith("loss")]
+    while solver.iter < args.iters:
+        if stop.asked:
+            return "stopped"
+        solver.step(1)
+        it = solver.iter
+        out_of_time = deadline is not None and time.time() >= deadline
+        last = it == args.iters or out_of_time
+        loss = sum(float(solver.net.blobs[b].data) for b in losses)
+        bar.add(loss)
+        if it == bar.start + ESTIMATE_AFTER and it < args.iters:
+            print(("\n" if bar.tty else "") + bar.estimate(it, interval, n_eval), flush=True)
+        if not math.isfinite(loss):
+            if bar.tty:
+                print()
+            return "diverged"
+        if it % args.display == 0 or last:
+            bar.show(it)
+            append_jsonl(out / "train_log.jsonl", {"iter": it, "loss": bar.smoothed})
+        if it % interval == 0 or last:
+            if bar.tty:
+                print()
+            t = time.time()
+            hists, eval_loss = score.score_net(test_net, heads, n_eval)
+            results = {label: score.metrics(hists[s]) for s, label, _, _ in heads}
+            first = results[model.heads[0].label]
+            record = {"iter": it, "train_loss": bar.smoothed, "eval_loss": eval_loss,
+                      **first, "n_images": n_eval, "score_s": round(time.time() - t, 1),
+                      "elapsed_s": round(time.time() - bar.t0, 1)}
+            if len(heads) > 1:
+                record["heads"] = results
+            append_jsonl(out / "metrics.jsonl", record)
+            print(f"iter {it} | {model.eval.split}: " + score.format_metrics(first)
+                  + "".join(f" | {k}: mean IU {100 * v['mean_iu']:.2f}"
+                            for k, v in list(results.items())[1:]), flush=True)
+            plot(out, model.name)
+            snapshot(solver, out)
+        if out_of_time:
+            return "out of time"
+    return "done"

@@ -1,11 +1,15 @@
 """Data layers, download/derive/check, on fixture datasets in the real formats and
 on the real shared data."""
+import gzip
 import http.server
 import io
 import json
-import os
+import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ from PIL import Image
 import caffe
 from caffe import layers as L
 
+import cli
 import fixtures
 import layers
 import nets
@@ -273,7 +278,7 @@ def test_check_passes_on_the_shared_camvid(shared_data, capsys):
 
 
 def test_unknown_dataset_is_one_line(capsys):
-    assert prepare.main(["check", "kitti"]) == 2
+    assert cli.run(prepare.main, ["check", "kitti"], prog="prepare.py") == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -284,11 +289,21 @@ def test_unknown_dataset_is_one_line(capsys):
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     files = {}
     ranges = []
+    cut = {}          # path -> bytes sent before the connection is closed (Content-Length full)
 
     def do_GET(self):
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404)
+            return
+        if self.path in self.cut and not self.headers.get("Range"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:self.cut[self.path]])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
             return
         start = 0
         rng = self.headers.get("Range")
@@ -313,7 +328,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    RangeHandler.files, RangeHandler.ranges = {}, []
+    RangeHandler.files, RangeHandler.ranges, RangeHandler.cut = {}, [], {}
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -403,3 +418,84 @@ def test_each_dataset_readme_names_its_sources_and_checksums(dataset):
             assert src.url in text, src.url
             if src.checksum:
                 assert src.checksum.split(":")[1] in text
+
+
+def test_a_connection_closed_early_keeps_the_part_and_resumes(server, tmp_path):
+    """1 MB of a 3 MB file, then the server hangs up: nothing is renamed into place;
+    the next run resumes from the part and checks the whole."""
+    httpd, url = server
+    body = np.random.default_rng(0).bytes(3 << 20)
+    RangeHandler.files = {"/big.tar": body}
+    RangeHandler.cut = {"/big.tar": 1 << 20}
+    with pytest.raises(layers.DataError, match="stopped at 1.0 of 3.1 MB; run again to resume"):
+        prepare.download(f"{url}/big.tar", tmp_path / "big.tar", md5(body))
+    assert not (tmp_path / "big.tar").exists()
+    assert (tmp_path / "big.tar.part").stat().st_size == 1 << 20
+    prepare.download(f"{url}/big.tar", tmp_path / "big.tar", md5(body))
+    assert (tmp_path / "big.tar").read_bytes() == body
+    assert RangeHandler.ranges == [f"bytes={1 << 20}-"]
+
+
+def test_a_damaged_archive_is_one_line_removed_and_never_stamped(tmp_path):
+    src = tmp_path / "src"
+    fixtures.make_voc(src, np.random.default_rng(2))
+    good = tar_of(src / "pascal/VOC2011", "VOC2011")
+    # a corrupt gzip stream (zlib.error when read)
+    bad_gz = tmp_path / "a.tar.gz"
+    bad_gz.write_bytes(good[:200] + bytes(b ^ 0x5A for b in good[200:400]) + good[400:])
+    # a tar whose third member's header is garbage (tarfile stops there, silently)
+    raw = gzip.decompress(good)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+        third = t.getmembers()[2].offset
+    bad_hdr = tmp_path / "b.tar.gz"
+    bad_hdr.write_bytes(gzip.compress(raw[:third] + b"\x07" * 512 + raw[third + 512:]))
+    for archive in (bad_gz, bad_hdr):
+        dest = tmp_path / f"out-{archive.name}"
+        with pytest.raises(layers.DataError, match="is damaged .*run again to download it"):
+            prepare.unpack(archive, dest, "VOC2011/")
+        assert not archive.exists()                              # downloaded again next run
+        assert not list(dest.glob(".unpacked-*"))                # never marked complete
+
+
+def test_prepare_exits_2_with_one_line_on_user_mistakes(server, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, str(REPO / "prepare.py"), *map(str, args)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    (tmp_path / "file").write_text("x")
+    for args, says in [(["check", "kitti"], "unknown dataset 'kitti'"),
+                       (["get", "camvid", "--root", tmp_path / "file"], "is a file, not a folder"),
+                       (["derive", "voc", "--root", tmp_path / "file/sub"], "is under a file"),
+                       (["derive", "voc", "--root", tmp_path / "empty"], "not found")]:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and says in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_ids_that_leave_the_dataset_folder_are_refused(fixture_root, tmp_path):
+    voc = fixture_root / "pascal/VOC2011"
+    for bad in ("../../../etc/passwd", "/etc/passwd", "a/../../b"):
+        fixtures.write_list(voc / "ImageSets/Segmentation/evil.txt", ["2008_000001", bad])
+        msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(voc), "split": "evil"})
+        assert "line 2" in msg and "points outside the dataset folder" in msg, msg
+
+
+def test_images_claiming_huge_sizes_are_refused_from_their_header(fixture_root, tmp_path):
+    """A PNG whose header claims 100000 x 100000 pixels, as an image or as a label:
+    one line, before any pixel is decoded (PIL's bomb check raised a traceback)."""
+    from test_infer_reference import fake_png
+    d = fixtures.make_voc(tmp_path, np.random.default_rng(4), train=(), val=("a", "b"))
+    fake_png(d / "SegmentationClass/a.png", 100000, 100000)
+    (d / "JPEGImages/b.jpg").unlink()
+    fake_png(d / "JPEGImages/b.png", 100000, 100000)
+    (d / "JPEGImages/b.png").rename(d / "JPEGImages/b.jpg")
+    for i in ("a", "b"):
+        fixtures.write_list(d / "ImageSets/Segmentation/one.txt", [i])
+        t = time.time()
+        msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(d), "split": "one"})
+        assert "100000x100000" in msg and "resize it" in msg and time.time() - t < 10, msg
+    fixtures.write_list(d / "ImageSets/Segmentation/seg11valid.txt", ["a", "b"])
+    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "check", "voc", "--root",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.count("100000x100000") == 2

@@ -1,5 +1,4 @@
 """infer.py and reference.py with real images, real Caffe and a real caffemodel."""
-import io
 import json
 import os
 import struct
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 import caffe
+from caffe.proto import caffe_pb2
 
 import infer
 import nets
@@ -39,7 +39,7 @@ def test_infer_the_voc_demo_image(shared_data, alexnet_weights, tmp_path):
     classes = set(np.unique(np.array(png)))
     assert classes <= set(range(21))
     overlay = Image.open(tmp_path / "o/image_overlay.jpg")
-    assert overlay.size == (334, 500) and overlay.mode == "RGB"
+    assert overlay.mode == "RGB" and overlay.width == 334 and overlay.height > 500   # + legend
 
 
 def image_variants(tmp_path):
@@ -206,3 +206,125 @@ def test_memory_model_knows_the_im2col_band_of_our_caffe():
     assert infer.WINOGRAD_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
     m = re.search(r"^\+\s*static const int kWinogradMinChannels = (\d+);", patch, re.M)
     assert m and infer.WINOGRAD_MIN_CHANNELS == int(m.group(1))
+
+
+def test_overlay_has_a_legend_of_the_classes_present():
+    rgb = np.full((40, 200, 3), 128, np.uint8)
+    label = np.zeros((40, 200), np.uint8)
+    label[:, 100:] = 15                                   # person, half the pixels
+    label[:5, :5] = 2                                     # bicycle, a few
+    from datasets import DATASETS
+    classes = DATASETS["voc"].classes
+    out = infer.overlay(rgb, label, 0, classes)
+    assert out.shape[1] == 200 and out.shape[0] > 40
+    strip = out[40:].reshape(-1, 3)
+    import score
+    pal = score.palette()
+    colours = {tuple(c) for c in strip}
+    assert tuple(pal[15]) in colours and tuple(pal[2]) in colours   # swatches drawn
+    np.testing.assert_array_equal(out[5:40, :100], rgb[5:, :100])      # background untouched
+
+
+def edited_weights(src, dst, keep=None, extra=b""):
+    """A copy of a real caffemodel with only the layers ``keep`` accepts, then ``extra``
+    appended (protobuf concatenation: what `cat a b` makes)."""
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(src.read_bytes())
+    if keep is not None:
+        kept = [l for l in net.layer if keep(l.name)]
+        del net.layer[:]
+        net.layer.extend(kept)
+    dst.write_bytes(net.SerializeToString() + extra)
+    return dst
+
+
+def small_caffemodel(name, shape):
+    net = caffe_pb2.NetParameter()
+    layer = net.layer.add()
+    layer.name, layer.type = name, "Convolution"
+    blob = layer.blobs.add()
+    blob.shape.dim.extend(shape)
+    blob.data.extend([0.5] * int(np.prod(shape)))
+    return net.SerializeToString()
+
+
+@pytest.mark.parametrize("case,rc,says", [
+    ("cut", 2, "lacks 3 of the net's 9 layers with weights (fc6, fc7, score_fr)"),
+    ("no-score", 2, "lacks 1 of the net's 9 layers with weights (score_fr)"),
+    ("joined", 2, "layer fc6 appears twice"),
+    ("no-upscore", 0, "has no upscore: filled with bilinear kernels"),
+])
+def test_weights_must_hold_every_learned_layer(case, rc, says, alexnet_weights, shared_data,
+                                               tmp_path):
+    w = tmp_path / "w.caffemodel"
+    if case == "cut":            # cut after the convolutions
+        edited_weights(alexnet_weights, w, keep=lambda n: n.startswith("conv"))
+    elif case == "no-score":     # e.g. weights of another dataset's model, heads renamed
+        edited_weights(alexnet_weights, w, keep=lambda n: n != "score_fr")
+    elif case == "joined":       # two caffemodels joined with cat
+        edited_weights(alexnet_weights, w, extra=small_caffemodel("fc6", [2, 2]))
+    else:
+        edited_weights(alexnet_weights, w, keep=lambda n: n != "upscore")
+    r = run("infer.py", shared_data / "voc-demo/image.jpg", "--model", "voc-fcn-alexnet",
+            "--weights", w, "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == rc, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    if rc:
+        assert r.stderr.count("\n") == 1
+    else:   # same segmentation as with the full weights, whose upscore is bilinear too
+        full = run("infer.py", shared_data / "voc-demo/image.jpg", "--model", "voc-fcn-alexnet",
+                   "--weights", alexnet_weights, "--out", tmp_path / "full", cwd=tmp_path)
+        assert full.returncode == 0
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "o/image.png")),
+                                      np.array(Image.open(tmp_path / "full/image.png")))
+
+
+def test_infer_never_overwrites_an_input_nor_writes_one_output_twice(alexnet_weights,
+                                                                    shared_data, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(shared_data / "voc-demo/image.jpg").save(photos / "a.jpg")
+    Image.open(shared_data / "voc-demo/image.jpg").save(photos / "a.png")
+    before = (photos / "a.png").read_bytes()
+    for args, says in [([photos / "a.jpg", photos / "a.png", "--out", tmp_path / "o"],
+                        "would both be written to"),
+                       ([photos / "a.png", "--out", photos], "would overwrite the input"),
+                       ([photos / "a.jpg", "--out", photos / "a.jpg"], "is a file, not a folder"),
+                       ([photos / "a.jpg", "--out", photos / "a.jpg/x"], "is under a file")]:
+        r = run("infer.py", *args, "--model", "voc-fcn-alexnet", "--weights", alexnet_weights,
+                cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+        assert not r.stdout                                    # refused before any work
+    assert (photos / "a.png").read_bytes() == before
+    assert sorted(p.name for p in photos.iterdir()) == ["a.jpg", "a.png"]
+
+
+def test_reference_compare_exits_2_on_files_that_are_not_exports(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, **{"blob/x": np.ones(3, np.float32)})
+    np.save(tmp_path / "one.npy", np.ones(3))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.savez(tmp_path / "strings.npz", **{"blob/x": np.array(["a", "b"])})
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "member.npz", "w") as z:
+        z.writestr("blob/x.npy", "this is not an array")
+    for bad, says in [("one.npy", "single array"), ("empty.npz", "not a reference .npz"),
+                      ("strings.npz", "not numbers"), ("member.npz", "not a reference .npz")]:
+        r = run("reference.py", "compare", good, tmp_path / bad, cwd=tmp_path)
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and says in r.stderr, (bad, r.stderr)
+    r = run("reference.py", "compare", good, good, "--rtol", "nan", cwd=tmp_path)
+    assert r.returncode == 2 and "--rtol must be a finite number" in r.stderr
+
+
+def test_reference_export_refuses_a_huge_image_before_decoding_it(alexnet_weights, tmp_path):
+    huge = fake_png(tmp_path / "huge.png", 100000, 100000)
+    t = __import__("time").time()
+    r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights, "--image",
+            huge, "--out", tmp_path / "r.npz", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "100000x100000" in r.stderr and "resize it" in r.stderr
+    assert __import__("time").time() - t < 60 and not (tmp_path / "r.npz").exists()
+    r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights, "--image",
+            huge, "--out", tmp_path, cwd=tmp_path)
+    assert r.returncode == 2 and "is a folder" in r.stderr

@@ -109,6 +109,9 @@ def test_score_cli_json_and_predictions(fixture_data, alexnet_weights, tmp_path)
     (["voc-fcn-alexnet", "--weights", "/nope.caffemodel"], "weights file not found"),
     (["voc-fcn8s", "--weights", "ALEX"], "does not fit the net"),
     (["voc-fcn-alexnet", "--weights", "ALEX", "--split", "nosuch"], "split list not found"),
+    (["voc-fcn-alexnet", "--weights", "ALEX", "--save-dir", "ALEX"], "is a file, not a folder"),
+    (["voc-fcn-alexnet", "--weights", "ALEX", "--save-dir", "/proc/version/x"],
+     "is under a file"),
 ])
 def test_score_cli_bad_input_is_one_line(args, says, fixture_data, alexnet_weights, tmp_path):
     args = [str(alexnet_weights) if a == "ALEX" else a for a in args]

@@ -9,7 +9,6 @@ import pytest
 
 import caffe
 
-import caffemodel
 import nets
 import squeezenet
 import surgery

@@ -2,6 +2,7 @@
 and one-line errors; on voc-fcn-alexnet and the fixture VOC/SBD data."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import time
 import pytest
 
 import caffe
+from caffe.proto import caffe_pb2
 
 import caffemodel
+import training
 from conftest import REPO
 
 SOLVE = REPO / "voc-fcn-alexnet/solve.py"
@@ -52,19 +55,151 @@ def test_training_scores_logs_plots_and_snapshots(trained):
                      "train_iter_4.caffemodel", "train_iter_4.solverstate"]
     assert not list((out / ".snapshot-tmp").iterdir())
     net = caffe.Net(str(REPO / "voc-fcn-alexnet/deploy.prototxt"), caffe.TEST)
-    assert "score_fr" in caffemodel.check_fits(out / "final.caffemodel", net)
+    assert "score_fr" in caffemodel.check_fits(out / "final.caffemodel", net, complete=True)[0]
 
 
-def test_resume_continues_at_the_snapshot(trained, fixture_data):
-    out, _ = trained
-    r = solve("--resume", out / "snapshots/train_iter_2.solverstate", "--iters", 3,
-              "--test-interval", 3, "--data-root", fixture_data, "--out", out, cwd=out)
+def test_resume_continues_at_the_snapshot(trained, fixture_data, tmp_path):
+    """Resuming at iteration 2 replaces what the earlier run logged after it: a run
+    killed between a scoring and its snapshot leaves no duplicate record."""
+    out = tmp_path / "run"
+    shutil.copytree(trained[0], out)
+    state = out / "snapshots/train_iter_2.solverstate"
+    rewrite_state(state, learned_net=str(out / "snapshots/train_iter_2.caffemodel"))
+    r = solve("--resume", state, "--iters", 4, "--test-interval", 2, "--display", 1,
+              "--data-root", fixture_data, "--out", out, cwd=out)
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stdout and "at iteration 2" in r.stdout
-    assert [m["iter"] for m in lines(out / "metrics.jsonl")] == [2, 4, 3]
+    assert "3 log records after it replaced" in r.stdout
+    assert [m["iter"] for m in lines(out / "metrics.jsonl")] == [2, 4]
+    assert [m["iter"] for m in lines(out / "train_log.jsonl")] == [1, 2, 3, 4]
 
 
-def test_ctrl_c_writes_a_snapshot_and_exits(fixture_data, alexnet_weights, tmp_path):
+def rewrite_state(path, out=None, learned_net=None, keep_history=None, reshape=None):
+    """A copy of a real .solverstate with one thing changed."""
+    s = caffe_pb2.SolverState()
+    s.ParseFromString(path.read_bytes())
+    if learned_net is not None:
+        s.learned_net = learned_net
+    if keep_history is not None:
+        del s.history[keep_history:]
+    if reshape is not None:
+        s.history[reshape].shape.dim[0] += 1
+    (out or path).write_bytes(s.SerializeToString())
+    return out or path
+
+
+@pytest.mark.parametrize("case,says", [
+    ("empty", "is not a complete Caffe .solverstate (0 bytes"),
+    ("text", "is not a Caffe .solverstate"),
+    ("fewer", "has 10 history blobs, voc-fcn-alexnet's net has 17 parameter blobs"),
+    ("shape", "it is a state of another model"),
+    ("truncated", "is truncated or not a caffemodel"),
+    ("other-net", "lacks"),
+    ("missing-net", "which is missing"),
+])
+def test_resume_refuses_states_caffe_would_abort_on(case, says, trained, fixture_data,
+                                                    tmp_path):
+    """Each of these made Caffe abort (exit 134) in solver.restore."""
+    snaps = trained[0] / "snapshots"
+    state, weights = snaps / "train_iter_4.solverstate", snaps / "train_iter_4.caffemodel"
+    bad = tmp_path / "bad.solverstate"
+    if case == "empty":
+        bad.write_bytes(b"")
+    elif case == "text":
+        bad.write_text("this is not a solver state\n" * 20)
+    elif case == "fewer":
+        rewrite_state(state, bad, keep_history=10)
+    elif case == "shape":
+        rewrite_state(state, bad, reshape=3)
+    elif case == "truncated":
+        cut = tmp_path / "cut.caffemodel"
+        cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        rewrite_state(state, bad, learned_net=str(cut))
+    elif case == "other-net":
+        # the weights of a net that shares only its first layers (AlexNet's conv1..fc7)
+        full = caffe_pb2.NetParameter()
+        full.ParseFromString(weights.read_bytes())
+        part = caffe_pb2.NetParameter()
+        part.layer.extend(l for l in full.layer if l.name.startswith(("conv", "fc")))
+        (tmp_path / "part.caffemodel").write_bytes(part.SerializeToString())
+        rewrite_state(state, bad, learned_net=str(tmp_path / "part.caffemodel"))
+    elif case == "missing-net":
+        rewrite_state(state, bad, learned_net=str(tmp_path / "gone.caffemodel"))
+    r = solve("--resume", bad, "--iters", 6, "--data-root", fixture_data, "--out",
+              tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("flag,value", [("--base-lr", "nan"), ("--base-lr", "inf"),
+                                        ("--time-budget", "nan"), ("--momentum", "nan"),
+                                        ("--time-budget", "-inf")])
+def test_non_finite_numbers_are_refused(flag, value, tmp_path):
+    r = solve(f"{flag}={value}", "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{flag} must be a finite number" in r.stderr
+
+
+def test_a_diverging_loss_stops_and_keeps_the_last_finite_snapshot(fixture_data,
+                                                                  alexnet_weights, tmp_path):
+    r = solve("--weights", alexnet_weights, "--base-lr", "1e30", "--iters", 20,
+              "--test-interval", 1, "--data-root", fixture_data, "--out", tmp_path, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "the training loss became" in err[0], r.stderr
+    it = int(err[0].split("at iteration ")[1].split(";")[0])
+    snaps = sorted(p.name for p in (tmp_path / "snapshots").glob("*.solverstate"))
+    assert snaps and f"train_iter_{it}.solverstate" not in snaps      # nothing non-finite kept
+    assert f"train_iter_{it - 1}.solverstate" in err[0]
+    assert not (tmp_path / "final.caffemodel").exists()
+    m = lines(tmp_path / "metrics.jsonl")
+    assert m[-1]["iter"] == it - 1
+
+
+def test_a_bad_evaluation_image_stops_with_a_snapshot(fixture_data, alexnet_weights, tmp_path):
+    """The first scoring meets an unreadable image: the iterations before it are kept."""
+    data = tmp_path / "data"
+    shutil.copytree(fixture_data / "pascal", data / "pascal")
+    shutil.copytree(fixture_data / "sbdd", data / "sbdd")
+    bad = data / "pascal/VOC2011/JPEGImages/2008_000005.jpg"
+    bad.write_bytes(bad.read_bytes()[:100])
+    r = solve("--weights", alexnet_weights, "--iters", 4, "--test-interval", 2, "--data-root",
+              data, "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "2008_000005.jpg" in err[0] and "--resume" in err[0], r.stderr
+    assert (tmp_path / "o/snapshots/train_iter_2.solverstate").is_file()
+    assert (tmp_path / "o/snapshots/train_iter_2.caffemodel").is_file()
+
+
+def test_progress_shows_the_time_budget_that_ends_the_run(fixture_data, alexnet_weights,
+                                                          tmp_path):
+    r = solve("--weights", alexnet_weights, "--time-budget", 0.05, "--display", 1,
+              "--test-interval", 1000, "--data-root", fixture_data, "--out", tmp_path,
+              cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    progress = [l for l in r.stdout.splitlines() if l.startswith("iter ") and "it/s" in l]
+    assert progress and all("budget" in l and "/100000" not in l for l in progress), progress
+    assert "time budget of 0.05 minutes reached" in r.stdout
+
+
+def test_pruning_removes_weights_left_without_their_state(trained, tmp_path):
+    """A SIGKILL between the two renames of a snapshot leaves weights without a
+    state; the next snapshot's pruning removes them, and keeps the complete ones."""
+    snaps = tmp_path / "snapshots"
+    shutil.copytree(trained[0] / "snapshots", snaps)
+    shutil.copyfile(snaps / "train_iter_2.caffemodel", snaps / "train_iter_3.caffemodel")
+    shutil.copyfile(snaps / "train_iter_4.caffemodel", snaps / "train_iter_5.caffemodel")
+    training.prune(snaps, keep=1)
+    assert sorted(p.name for p in snaps.iterdir()) == [
+        "train_iter_4.caffemodel", "train_iter_4.solverstate",
+        "train_iter_5.caffemodel"]          # newer than the last complete one: maybe in flight
+    assert training.last_snapshot(tmp_path) == snaps / "train_iter_4.solverstate"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_a_snapshot_and_exits(sig, fixture_data, alexnet_weights,
+                                                       tmp_path):
     p = subprocess.Popen([sys.executable, str(SOLVE), "--weights", str(alexnet_weights),
                           "--iters", "1000", "--display", "1", "--data-root", str(fixture_data),
                           "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -73,7 +208,7 @@ def test_ctrl_c_writes_a_snapshot_and_exits(fixture_data, alexnet_weights, tmp_p
     for line in p.stdout:                 # wait for the first finished iteration
         if line.startswith("iter 1/1000") or time.time() > deadline:
             break
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 130, err
     assert "stopped at iteration" in err and "--resume" in err
@@ -90,8 +225,11 @@ def test_ctrl_c_writes_a_snapshot_and_exits(fixture_data, alexnet_weights, tmp_p
     ("voc-fcn-alexnet", ["--weights", "/nope.caffemodel"], "weights file not found"),
     ("voc-fcn-alexnet", ["--iters", "0"], "--iters must be at least 1"),
     ("voc-fcn-alexnet", ["--resume", "/nope.solverstate"], "not found"),
+    ("voc-fcn-alexnet", ["--out", "/proc/version"], "is a file, not a folder"),
+    ("voc-fcn-alexnet", ["--out", "/proc/version/run"], "is under a file"),
 ])
 def test_solve_errors_are_one_line(model, args, says, tmp_path):
-    r = solve(*args, "--out", tmp_path / "o", cwd=tmp_path, model=model)
+    out = [] if "--out" in args else ["--out", tmp_path / "o"]
+    r = solve(*args, *out, cwd=tmp_path, model=model)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr

@@ -1,0 +1,11 @@
+"""The one base class of every error a user can cause.
+
+A user's mistake (a path, a name, a file, a number) raises a subclass of
+``FcnError`` with one line of text: what is wrong, naming the file, and what to
+do. ``cli.run`` prints it as ``prog: message`` and exits 2. Pure Python, imported
+by every layer of the project, importing nothing of it.
+"""
+
+
+class FcnError(Exception):
+    """A mistake in what the user asked for or gave us; one line, exit code 2."""
