@@ -19,6 +19,7 @@ from pathlib import Path
 import cli
 import layers
 import numpy as np
+import visual
 from errors import FcnError
 from layers import open_image
 from PIL import Image, ImageOps
@@ -274,65 +275,17 @@ class Segmenter:
 
 
 def default_weights(model):
-    released = model.released_weights
-    candidates = ([released] if released else []) + [model.trained_weights()[0]]
-    found = next((p for p in candidates if p.is_file()), None)
+    """The model's weights by the zoo's rule (nets.Model.trained_weights), or one line
+    saying how to get them."""
+    found = model.weights()
     if found:
         return found
+    released = model.released_weights
     if released:
         raise cli.UserError(f"no weights for {model.name}: download {model.caffemodel_url} to "
                             f"{released.relative_to(REPO)} (or pass --weights)")
     raise cli.UserError(f"no weights for {model.name}: none are released; train it "
                         f"(python {model.name}/solve.py) or pass --weights")
-
-
-def overlay(rgb, label, background, classes=None):
-    """The image with the class colours blended in (``background`` left as it is) and,
-    given the class names, a legend strip below it: a swatch and the name of each
-    class present, most pixels first."""
-    import score
-    colours = score.palette()[label].astype(np.float32)
-    blend = 0.5 * rgb.astype(np.float32) + 0.5 * colours
-    if background is not None:
-        keep = label == background
-        blend[keep] = rgb[keep]
-    blend = blend.astype(np.uint8)
-    if classes is None:
-        return blend
-    return np.concatenate([blend, legend(label, classes, blend.shape[1], background)])
-
-
-def legend(label, classes, width, background=None):
-    """HxWx3 uint8: rows of (colour swatch, class name) for the classes in ``label``."""
-    from PIL import ImageDraw, ImageFont
-    import score
-    pal = score.palette()
-    counts = np.bincount(label.ravel(), minlength=len(classes))
-    present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] and i != background]
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    pad, swatch, row = 4, 12, 16
-    x, y, places = pad, pad, []
-    for i in present:
-        item = swatch + 4 + int(measure.textlength(classes[i], font=font)) + 10
-        if x + item > width and x > pad:
-            x, y = pad, y + row
-        places.append((i, x, y))
-        x += item
-    im = Image.new("RGB", (width, y + row + pad if places else 2 * pad), (255, 255, 255))
-    draw = ImageDraw.Draw(im)
-    for i, x, y in places:
-        draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=tuple(int(v) for v in pal[i]))
-        draw.text((x + swatch + 4, y), classes[i], fill=(0, 0, 0), font=font)
-    return np.asarray(im)
-
-
-def describe(label, classes):
-    counts = np.bincount(label.ravel(), minlength=len(classes))
-    total = label.size
-    order = np.argsort(-counts)
-    return ", ".join(f"{classes[i]} {100 * counts[i] / total:.1f}%"
-                     for i in order if counts[i] and 100 * counts[i] / total >= 0.1) or "nothing"
 
 
 def output_names(model, path):
@@ -371,9 +324,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli.require_cpu(args.gpu)
 
-    import score
+    import nets
     from datasets import head_classes
-    model = score.model_from_arg(args.model)
+    model = nets.model_from_arg(args.model)
     weights = Path(args.weights) if args.weights else default_weights(model)
     images = expand_inputs(args.images)
     out = cli.output_dir(args.out or REPO / "out" / "infer" / model.name, "--out")
@@ -394,10 +347,10 @@ def main(argv=None):
         labels = seg(rgb)
         names = output_names(model, path)
         for hd, name in zip(model.heads, names):
-            score.save_label_png(out / name, labels["score" + hd.suffix])
+            visual.save_label_png(out / name, labels["score" + hd.suffix])
         first = labels["score" + model.heads[0].suffix]
-        Image.fromarray(overlay(rgb, first, bg, first_classes)).save(out / names[-1], quality=90)
-        found = "; ".join(f"{describe(labels['score' + hd.suffix], classes[hd.suffix])}"
+        Image.fromarray(visual.overlay(rgb, first, bg, first_classes)).save(out / names[-1], quality=90)
+        found = "; ".join(f"{visual.describe(labels['score' + hd.suffix], classes[hd.suffix])}"
                           for hd in model.heads)
         print(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, {time.time() - t:.2f} s: {found}",
               flush=True)

@@ -42,13 +42,27 @@ def preprocess(rgb, mean_bgr):
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def data_root(explicit=None):
-    """The folder dataset ``dir`` params are relative to."""
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def data_root(explicit=None, holding=None):
+    """The folder dataset paths are relative to, decided here and nowhere else:
+    ``explicit`` (a command's --data-root / --root, or a data layer's ``data_root``
+    param), else $FCN_DATA, else the repo's data/. When the caller names what it
+    needs (``holding``, a path relative to the root) and data/ lacks it, the shared
+    data beside the repo (../shared/data: CamVid and SqueezeNet for the CPU-scale
+    method) is used if it has it. Commands resolve it once and pass it on in the
+    data layers' ``param_str``, never through the process environment."""
     if explicit:
         p = Path(explicit)
         return p if p.is_absolute() else REPO / p
     env = os.environ.get("FCN_DATA")
-    return Path(env) if env else REPO / "data"
+    if env:
+        return Path(env)
+    default = REPO / "data"
+    if holding and not (default / holding).exists() and (SHARED_DATA / holding).exists():
+        return SHARED_DATA
+    return default
 
 
 # One size policy for every image the project opens (datasets, infer.py, reference.py,
@@ -164,10 +178,10 @@ def check_id(id_, list_file, line):
 
 class Reader:
     """One dataset's layout. Subclasses set ``dataset`` (a key of datasets.DATASETS),
-    ``layout`` (for error messages) and implement ``split_file``, ``tops``,
-    ``path(id, top)`` (the file holding that top) and ``raw(id, top)`` (the
-    decoded array: HxWxC image or HxW label with IGNORE for void); ``load``
-    gives the array a net reads."""
+    ``layout`` (for error messages) and implement ``split_file`` and ``path(id,
+    top)`` (the file holding that top), and ``tops`` and ``raw(id, top)`` (the
+    decoded array: HxWxC image or HxW label with IGNORE for void) where they differ
+    from the common image + index-PNG label; ``load`` gives the array a net reads."""
     dataset = None
     layout = ""
     label_tops = ("label",)
@@ -187,13 +201,15 @@ class Reader:
         raise NotImplementedError
 
     def tops(self):
-        raise NotImplementedError
+        return ["data", "label"]
 
     def path(self, id_, top):
         raise NotImplementedError
 
     def raw(self, id_, top):
-        raise NotImplementedError
+        """The common case: an index PNG label, an RGB image."""
+        path = self.path(id_, top)
+        return index_png(path) if top == "label" else rgb_array(path)
 
     # -- shared
     def ids(self, split):
@@ -254,16 +270,10 @@ class VOCReader(Reader):
     def split_file(self, split):
         return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
 
-    def tops(self):
-        return ["data", "label"]
-
     def path(self, id_, top):
         if top == "label":
             return self.root / "SegmentationClass" / f"{id_}.png"
         return self.root / "JPEGImages" / f"{id_}.jpg"
-
-    def raw(self, id_, top):
-        return index_png(self.path(id_, top)) if top == "label" else rgb_array(self.path(id_, top))
 
 
 class SBDDReader(Reader):
@@ -272,9 +282,6 @@ class SBDDReader(Reader):
 
     def split_file(self, split):
         return self.root / f"{split}.txt"
-
-    def tops(self):
-        return ["data", "label"]
 
     def path(self, id_, top):
         return self.root / "cls" / f"{id_}.mat" if top == "label" else self.root / "img" / f"{id_}.jpg"
@@ -374,16 +381,10 @@ class PASCALContextReader(Reader):
     def split_file(self, split):
         return self.context_dir / f"{split}.txt"
 
-    def tops(self):
-        return ["data", "label"]
-
     def path(self, id_, top):
         if top == "label":
             return self.context_dir / "labels59" / f"{id_}.png"
         return self.root / "JPEGImages" / f"{id_}.jpg"
-
-    def raw(self, id_, top):
-        return index_png(self.path(id_, top)) if top == "label" else rgb_array(self.path(id_, top))
 
 
 class CamVidReader(Reader):
@@ -399,9 +400,6 @@ class CamVidReader(Reader):
 
     def parse_line(self, line, split):
         return f"{split}/{Path(line.split()[0]).name}"
-
-    def tops(self):
-        return ["data", "label"]
 
     def path(self, id_, top):
         split, name = id_.split("/")
@@ -485,7 +483,6 @@ class SegDataLayer(_LayerBase):
         self.ids = self.reader.ids(self.split)
         self.shuffle = bool(self.params.get("shuffle", self.phase == caffe.TRAIN))
         self.rng = np.random.default_rng(self.params.get("seed", 1337))
-        self.epoch = 0
         self.pos = 0
         self.order = self._order()
 
@@ -509,38 +506,18 @@ class SegDataLayer(_LayerBase):
             top[i].data[...] = a
         self.pos += 1
         if self.pos == len(self.ids):
-            self.pos, self.epoch = 0, self.epoch + 1
+            self.pos = 0
             self.order = self._order()
 
     def backward(self, top, propagate_down, bottom):
         pass
 
 
-class VOCSegDataLayer(SegDataLayer):
-    """PASCAL VOC: JPEG images, palette PNG labels (255 = void)."""
-    dataset = "voc"
-
-
-class SBDDSegDataLayer(SegDataLayer):
-    """SBD: JPEG images, cls/*.mat labels (GTcls.Segmentation)."""
-    dataset = "sbdd"
-
-
-class NYUDSegDataLayer(SegDataLayer):
-    """NYUDv2: tops chosen among color, depth, hha and label (40 classes)."""
-    dataset = "nyud"
-
-
-class SIFTFlowSegDataLayer(SegDataLayer):
-    """SIFT Flow: data, semantic (33) and geometric (3) labels; unlabeled -> ignore."""
-    dataset = "siftflow"
-
-
-class PASCALContextSegDataLayer(SegDataLayer):
-    """PASCAL-Context: VOC2010 images, 59 classes + background."""
-    dataset = "pascalcontext"
-
-
-class CamVidSegDataLayer(SegDataLayer):
-    """CamVid (SegNet layout): 11 classes, void 11 -> ignore."""
-    dataset = "camvid"
+# One data layer class per dataset, named as datasets.py records it (the name the
+# nets' prototxts give Caffe): VOCSegDataLayer, SBDDSegDataLayer, NYUDSegDataLayer,
+# SIFTFlowSegDataLayer, PASCALContextSegDataLayer, CamVidSegDataLayer.
+for _d in DATASETS.values():
+    globals()[_d.layer] = type(_d.layer, (SegDataLayer,), {
+        "dataset": _d.name, "__module__": __name__,
+        "__doc__": f"{_d.name}: {READERS[_d.name].layout}"})
+del _d

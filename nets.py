@@ -5,7 +5,7 @@ and ilsvrc-nets/ is generated from here: train/val (or trainval/test) nets with
 the Python data layer, a deploy net with Input layer(s), a solver, the thin
 net.py / solve.py entry points and the released weights' URL. Layer names,
 order and parameters follow the reference release (fcn.berkeleyvision.org), so
-its caffemodels load by name; README.md lists where and why anything differs.
+its caffemodels load by name; docs/zoo.md lists where and why anything differs.
 
     python nets.py                 regenerate every directory
     python nets.py voc-fcn8s ...   regenerate those directories
@@ -432,15 +432,39 @@ class Model:
             return None
         return self.dir / self.caffemodel_url.rsplit("/", 1)[1]
 
+    @property
+    def our_weights(self):
+        """Where solve.py puts this model trained (with its default --out)."""
+        return REPO / "out" / self.name / "final.caffemodel"
+
     def trained_weights(self):
-        """Candidate weights of this model trained: our training's result first,
-        then the released caffemodel."""
-        out = [REPO / "out" / self.name / "final.caffemodel"]
-        return out + ([self.released_weights] if self.released_weights else [])
+        """The one rule for a model's default weights, used wherever a model's weights
+        are needed (infer.py, initialising 16s from 32s, late fusion): the weights
+        trained here first, then the released caffemodel in the model directory."""
+        return [self.our_weights] + ([self.released_weights] if self.released_weights else [])
+
+    def weights(self):
+        """The first of trained_weights() that exists, or None."""
+        return next((p for p in self.trained_weights() if p.is_file()), None)
 
     @property
     def dir(self):
         return REPO / self.name
+
+    def data_net(self, phase, split=None, data_root=None):
+        """The committed train ("train") or evaluation ("eval") net of this model, its
+        data layer's param_str pointed at ``split`` and ``data_root`` when given."""
+        from google.protobuf import text_format
+        name = self.files[0 if phase == "train" else 1]
+        proto = text_format.Parse((self.dir / name).read_text(), caffe_pb2.NetParameter())
+        layer = proto.layer[0]
+        params = json.loads(layer.python_param.param_str)
+        if split:
+            params["split"] = split
+        if data_root:
+            params["data_root"] = str(Path(data_root).resolve())
+        layer.python_param.param_str = json.dumps(params, sort_keys=True)
+        return proto
 
     def net(self, phase):
         data = {"train": self.train, "eval": self.eval, "deploy": None}[phase]
@@ -523,7 +547,7 @@ MODELS = {m.name: m for m in [
     Model("pascalcontext-fcn8s", **CONTEXT, stride=8, base_lr=1e-14,
           caffemodel_url=DL + "pascalcontext-fcn8s-heavy.caffemodel",
           init_from=("model", "pascalcontext-fcn16s")),
-    # CPU-scale: SqueezeNet FCNs on CamVid (not in the release; see README)
+    # CPU-scale: SqueezeNet FCNs on CamVid (not in the release; see docs/camvid.md)
     Model("camvid-fcn16s-squeezenet", **CAMVID, stride=16),
     Model("camvid-fcn8s-squeezenet", **CAMVID, stride=8),
     Model("camvid-fcn4s-squeezenet", **CAMVID, stride=4),
@@ -566,6 +590,15 @@ CLASSIFIERS = {c.backbone: c for c in [
     Classifier("squeezenet", "squeezenet_v1.0_deploy.prototxt", "squeezenet_v1.0.caffemodel",
                None, None, (227, 227), "squeezenet-fcn.caffemodel"),
 ]}
+
+
+def model_from_arg(arg):
+    """The zoo's model named by a directory argument (``voc-fcn8s``, ``./voc-fcn8s/``,
+    or a path ending in one); one line listing the models otherwise."""
+    name = Path(str(arg).rstrip("/")).name
+    if name not in MODELS:
+        raise BuildError(f"unknown model {str(arg)!r}; models: {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def fcn_backbone(backbone, input_hw=(500, 500)):
@@ -638,14 +671,19 @@ def write(files):
 
 
 def main(argv=None):
+    """python nets.py [--check] [MODEL_DIR ...]; also what every net.py calls."""
+    import cli
+    return cli.run(generate, argv, prog="nets.py")
+
+
+def generate(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     check = "--check" in argv
     names = [a for a in argv if a != "--check"]
     unknown = [a for a in names if a not in MODELS and a != "ilsvrc-nets"]
     if unknown or any(a.startswith("-") for a in names):
-        print(f"nets.py: unknown model {unknown[0] if unknown else names[0]!r}; models: "
-              f"{', '.join(MODELS)}, ilsvrc-nets", file=sys.stderr)
-        return 2
+        raise BuildError(f"unknown model {unknown[0] if unknown else names[0]!r}; models: "
+                         f"{', '.join(MODELS)}, ilsvrc-nets")
     files = {k: v for k, v in all_files().items()
              if not names or k.split("/")[0] in names}
     if check:

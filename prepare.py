@@ -13,7 +13,6 @@ Everything lands under the data root: --root, else $FCN_DATA, else ./data.
 """
 import argparse
 import gzip
-import hashlib
 import http.client
 import lzma
 import shutil
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 import cli
+import files
 import layers
 from datasets import DATASETS
 from layers import DataError, IGNORE
@@ -128,22 +128,14 @@ class Progress:
             print(file=sys.stderr, flush=True)
 
 
-def file_checksum(path, algo):
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(path, checksum):
     """True if ``path`` matches ``checksum`` ("algo:hex"); with no checksum, report
     the sha256 (so a user can compare with a colleague's) and accept."""
     if checksum is None:
-        say(f"  {path.name}: no published checksum; sha256 {file_checksum(path, 'sha256')}")
+        say(f"  {path.name}: no published checksum; sha256 {files.checksum(path)}")
         return True
     algo, want = checksum.split(":", 1)
-    got = file_checksum(path, algo)
+    got = files.checksum(path, algo)
     if got != want:
         return got
     say(f"  {path.name}: {algo} verified")
@@ -331,9 +323,7 @@ def read_list(path, what):
 
 def write_list(path, ids, dataset, split):
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{i}\n" for i in ids))
-    tmp.replace(path)
+    files.write_atomic(path, lambda tmp: tmp.write_text("".join(f"{i}\n" for i in ids)))
     want = DATASETS[dataset].splits.get(split)
     note = "" if want in (None, len(ids)) else f" (the paper's split has {want}; check it)"
     say(f"  wrote {path}: {len(ids)} ids{note}")
@@ -341,9 +331,7 @@ def write_list(path, ids, dataset, split):
 
 def write_png(path, a):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(np.asarray(a, np.uint8)).save(tmp)
-    tmp.replace(path)
+    files.write_atomic(path, lambda tmp: Image.fromarray(np.asarray(a, np.uint8)).save(tmp))
 
 
 def derive_voc(root):

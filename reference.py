@@ -17,7 +17,6 @@ outside |a - b| <= atol + rtol * |b|; a file that is not a reference .npz
 (or a negative tolerance) exits 2.
 """
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -26,17 +25,10 @@ import time
 from pathlib import Path
 
 import cli
+import files
 import numpy as np
 
 REPO = Path(__file__).resolve().parent
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def caffe_build():
@@ -79,8 +71,8 @@ def export(model, weights, image, out):
             arrays[f"param/{layer}/{i}"] = p.data.copy()
     meta = {
         "model": model.name, "net": f"{model.name}/deploy.prototxt",
-        "weights": str(weights), "weights_sha256": sha256(weights),
-        "image": str(image), "image_sha256": sha256(image),
+        "weights": str(weights), "weights_sha256": files.checksum(weights),
+        "image": str(image), "image_sha256": files.checksum(image),
         "image_hw": list(rgb.shape[:2]),
         "preprocessing": "RGB -> BGR, float32, minus mean (BGR), HxWxC -> CxHxW",
         "mean_bgr": list(seg.mean),
@@ -93,15 +85,10 @@ def export(model, weights, image, out):
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out, arrays
+    def save(tmp):
+        with open(tmp, "wb") as f:           # a file object: savez adds no ".npz" to the name
+            np.savez(f, **arrays)
+    return files.write_atomic(out, save), arrays
 
 
 def load(path):
@@ -170,8 +157,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if args.command == "export":
-        import score
-        model = score.model_from_arg(args.model)
+        import nets
+        model = nets.model_from_arg(args.model)
         cli.output_file(args.out, "--out")
         out, arrays = export(model, Path(args.weights), Path(args.image), args.out)
         n = sum(k.startswith("blob/") for k in arrays)

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import cli  # (first: quiet Caffe logging before caffe loads)
+import visual
 import numpy as np
-from PIL import Image
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
 METRIC_NAMES = {"pixel_accuracy": "pixel acc", "mean_accuracy": "mean acc",
@@ -79,30 +79,6 @@ def json_safe(obj):
 # Scoring a net
 
 
-def palette():
-    """The PASCAL VOC colour map (bit-interleaved), for any number of classes up to 256."""
-    pal = np.zeros((256, 3), np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = r, g, b
-    return pal
-
-
-def save_label_png(path, label):
-    """Class indices as a palette PNG (VOC colours)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a = np.ascontiguousarray(label, dtype=np.uint8)
-    im = Image.frombytes("P", (a.shape[1], a.shape[0]), a.tobytes())
-    im.putpalette(palette().tobytes())
-    im.save(path)
-
-
 def heads_of(model):
     """[(score blob, label blob, classes, suffix)] of a model of the zoo."""
     return [("score" + h.suffix, h.label, h.num_classes, h.suffix) for h in model.heads]
@@ -122,7 +98,7 @@ def score_net(net, heads, n_images, save_dir=None, progress=None):
             hists[score] += fast_hist(net.blobs[label].data[0, 0].astype(np.int64), pred, c)
             if save_dir is not None:
                 stem = Path(getattr(data_layer, "last_id", f"{i:06d}")).stem
-                save_label_png(Path(save_dir) / f"{stem}{suffix}.png", pred)
+                visual.save_label_png(Path(save_dir) / f"{stem}{suffix}.png", pred)
         loss_sum += sum(float(net.blobs[b].data) for b in losses)
         if progress:
             progress(i + 1, n_images)
@@ -142,29 +118,6 @@ def format_metrics(m, classes=None):
 # CLI
 
 
-def eval_net_proto(model, split=None, data_root=None):
-    """The model's evaluation net, its data layer pointed at ``split`` / ``data_root``."""
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
-    proto = text_format.Parse((model.dir / model.files[1]).read_text(), caffe_pb2.NetParameter())
-    layer = proto.layer[0]
-    params = json.loads(layer.python_param.param_str)
-    if split:
-        params["split"] = split
-    if data_root:
-        params["data_root"] = str(Path(data_root).resolve())
-    layer.python_param.param_str = json.dumps(params, sort_keys=True)
-    return proto
-
-
-def model_from_arg(arg):
-    import nets
-    name = Path(arg.rstrip("/")).name
-    if name not in nets.MODELS:
-        raise cli.UserError(f"unknown model {arg!r}; models: {', '.join(nets.MODELS)}")
-    return nets.MODELS[name]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="score.py", description="Score a model on a split.")
     p.add_argument("model", metavar="MODEL_DIR", help="a model directory, e.g. voc-fcn8s")
@@ -179,12 +132,13 @@ def main(argv=None):
     import caffemodel
     import surgery
     from datasets import head_classes
-    model = model_from_arg(args.model)
+    import nets
+    model = nets.model_from_arg(args.model)
     weights = Path(args.weights)
     if args.save_dir:
         cli.output_dir(args.save_dir, "--save-dir")
     caffemodel.read_shapes(weights)          # missing / damaged: one line, before any work
-    proto = eval_net_proto(model, args.split, args.data_root)
+    proto = model.data_net("eval", args.split, args.data_root)
     caffe.set_mode_cpu()
     net = surgery.load_net(proto, weights)
     n = len(net.layers[0].ids)

@@ -16,7 +16,6 @@ with both numbers.
 The classifier reads 227x227 BGR images minus the mean (104, 117, 123).
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -35,18 +34,35 @@ class CompressedError(cli.UserError):
 
 
 def source_dir(explicit=None):
-    """The folder with the compressed file: --src, else $FCN_DATA/squeezenet, else
-    ../shared/data/squeezenet beside the repo."""
-    candidates = [Path(explicit)] if explicit else [
-        Path(os.environ["FCN_DATA"]) / "squeezenet" if os.environ.get("FCN_DATA") else None,
-        REPO.parent / "shared" / "data" / "squeezenet"]
-    for c in candidates:
-        if c is not None and (c / COMPRESSED).is_file():
-            return c
-    where = candidates[0] if explicit else " or ".join(str(c) for c in candidates if c)
-    raise cli.UserError(f"{COMPRESSED} not found in {where}; it is the Deep Compression "
+    """The folder with the compressed file: --src, else squeezenet/ under the data
+    root (layers.data_root)."""
+    import layers
+    d = Path(explicit) if explicit else layers.data_root(holding="squeezenet") / "squeezenet"
+    if (d / COMPRESSED).is_file():
+        return d
+    raise cli.UserError(f"{COMPRESSED} not found in {d}; it is the Deep Compression "
                         "SqueezeNet v1.0 (github.com/songhan/SqueezeNet-Deep-Compression), "
                         "with SqueezeNet_deploy.prototxt beside it")
+
+
+def cpu_scale_data():
+    """The data root of the CPU-scale method (make demo, bench/camvid.py): CamVid and
+    the compressed SqueezeNet, found by layers.data_root; one line naming what is
+    missing and how to get it."""
+    import layers
+    data = layers.data_root(holding="camvid").resolve()
+    camvid, sq = data / "camvid", data / "squeezenet"
+    missing = []
+    if not (camvid / "train.txt").is_file() or not (camvid / "val.txt").is_file():
+        missing.append(f"CamVid (train + val) in {camvid}: python prepare.py get camvid "
+                       f"--root {data}")
+    if not (sq / COMPRESSED).is_file():
+        missing.append(f"{COMPRESSED} and {PROTOTXT} in {sq}: from "
+                       "github.com/songhan/SqueezeNet-Deep-Compression")
+    if missing:
+        raise cli.UserError("data missing (set FCN_DATA to a folder holding them): "
+                            + "; ".join(missing))
+    return data
 
 
 def layout(layers):

@@ -23,6 +23,7 @@ import numpy as np
 
 import caffe
 import caffemodel
+import files
 import nets
 from errors import FcnError
 
@@ -61,11 +62,11 @@ def transplant(new_net, net, suffix="", verbose=True):
     done = {n + suffix for n in summary["copied"] + summary["coerced"]}
     summary["kept"] = [n for n in new_net.params if n not in done]
     if verbose:
-        print(describe(summary, suffix))
+        print(transplant_summary(summary, suffix))
     return summary
 
 
-def describe(summary, suffix=""):
+def transplant_summary(summary, suffix=""):
     def names(key):
         v = summary[key]
         return f"{len(v)}" + (f" ({', '.join(v)})" if v else "")
@@ -171,16 +172,7 @@ def copy_weights(net, weights, complete=True):
 
 def save_atomic(net, path):
     """net.save to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        net.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return files.write_atomic(path, lambda tmp: net.save(str(tmp)))
 
 
 def make_fcn_init(backbone, proto=None, weights=None, out=None):

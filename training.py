@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 
 import cli
+import files
 import numpy as np
 from errors import FcnError
 
@@ -42,7 +43,8 @@ def parse_args(name, argv):
                                      "two comma-separated files for late fusion)")
     p.add_argument("--iters", type=int, default=100000, help="train until this iteration")
     p.add_argument("--test-interval", type=int, help="score every N iterations")
-    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/)")
+    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/; "
+                                       "see layers.data_root)")
     p.add_argument("--out", help=f"output folder (default: out/{name})")
     p.add_argument("--resume", help="a .solverstate written by an earlier run")
     p.add_argument("--display", type=int, default=20,
@@ -65,15 +67,11 @@ def main(model_dir, argv):
 # Initial weights
 
 
-def first_existing(paths):
-    return next((p for p in paths if p and Path(p).is_file()), None)
-
-
 def missing_trained(source):
     m = source.released_weights
     got = f" or put the released weights ({source.caffemodel_url}) at {rel(m)}" if m else ""
     return (f"train {source.name} first (python {source.name}/solve.py writes "
-            f"{rel(source.trained_weights()[0])}){got}")
+            f"{rel(source.our_weights)}){got}")
 
 
 def rel(p):
@@ -89,8 +87,7 @@ def initial_weights(model, given):
     import nets
     kind, what = model.init_from
     if kind == "streams":
-        files = given.split(",") if given else [first_existing(nets.MODELS[s].trained_weights())
-                                                for s in what]
+        files = given.split(",") if given else [nets.MODELS[s].weights() for s in what]
         if len(files) != len(what):
             raise cli.UserError(f"--weights for {model.name} takes two files, "
                                 f"'{what[0]}.caffemodel,{what[1]}.caffemodel'")
@@ -110,7 +107,7 @@ def initial_weights(model, given):
                 f"from {rel(c.dir / c.weights)} ({c.how_to_get()})")
         return [(path, kind)]
     source = nets.MODELS[what]
-    path = first_existing(source.trained_weights())
+    path = source.weights()
     if path is None:
         raise cli.UserError(f"missing initial weights for {model.name}: {missing_trained(source)}")
     return [(path, kind)]
@@ -145,16 +142,21 @@ def initialise(net, model, weights):
 # Solver, snapshots, logs
 
 
-def make_solver(model, out, display, base_lr=None, momentum=None):
-    """An SGDSolver from the model's solver.prototxt, with absolute net paths and
+def make_solver(model, out, display, base_lr=None, momentum=None, data_root=None):
+    """An SGDSolver from the model's solver.prototxt, its train and evaluation nets
+    written to ``out`` with the data root in their data layers' param_str, and
     snapshots going to a scratch folder (snapshot() moves them into place)."""
     import caffe
+    import layers
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     s = text_format.Parse((model.dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
-    s.train_net = str(model.dir / model.files[0])
+    root = layers.data_root(data_root)
+    s.train_net = str(files.write_atomic(out / model.files[0], lambda tmp: tmp.write_text(
+        str(model.data_net("train", data_root=root)))))
     del s.test_net[:]
-    s.test_net.append(str(model.dir / model.files[1]))
+    s.test_net.append(str(files.write_atomic(out / model.files[1], lambda tmp: tmp.write_text(
+        str(model.data_net("eval", data_root=root))))))
     (out / ".snapshot-tmp").mkdir(parents=True, exist_ok=True)   # Caffe CHECKs it is writable
     s.snapshot_prefix = str(out / ".snapshot-tmp" / "train")
     s.display = 0
@@ -183,10 +185,8 @@ def snapshot(solver, out):
     state = caffe_pb2.SolverState()
     state.ParseFromString((scratch / f"{stem}.solverstate").read_bytes())
     state.learned_net = str(model_path)
-    tmp = scratch / f"{stem}.solverstate.rewritten"
-    tmp.write_bytes(state.SerializeToString())
-    state_path = final / f"{stem}.solverstate"
-    os.replace(tmp, state_path)
+    state_path = files.write_atomic(final / f"{stem}.solverstate",
+                                    lambda tmp: tmp.write_bytes(state.SerializeToString()))
     (scratch / f"{stem}.solverstate").unlink()
     prune(final)
     return state_path
@@ -293,9 +293,8 @@ def drop_records_after(path, it):
     records = read_jsonl(path)
     kept = [r for r in records if r["iter"] <= it]
     if len(kept) != len(records):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
+        files.write_atomic(path, lambda tmp: tmp.write_text(
+            "".join(json.dumps(r) + "\n" for r in kept)))
     return len(records) - len(kept)
 
 
@@ -315,10 +314,8 @@ def plot(out, title):
     b.set_ylabel("mean IU (%)")
     b.set_xlabel("iteration")
     fig.tight_layout()
-    tmp = out / ".progress.png"
-    fig.savefig(tmp, dpi=90)
+    files.write_atomic(out / "progress.png", lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
-    os.replace(tmp, out / "progress.png")
 
 
 def fmt_time(s):
@@ -389,11 +386,8 @@ def check_args(args, model):
     cli.finite("--momentum", args.momentum, low=0, high=1, high_open=True)
     if args.from_scratch and (args.weights or args.resume):
         raise cli.UserError("--from-scratch takes no --weights or --resume")
-    if args.data_root:
-        root = Path(args.data_root).resolve()
-        if not root.is_dir():
-            raise cli.UserError(f"--data-root {args.data_root}: no such folder")
-        os.environ["FCN_DATA"] = str(root)            # the data layers read it at setup
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise cli.UserError(f"--data-root {args.data_root}: no such folder")
     out = cli.output_dir(Path(args.out).resolve() if args.out else REPO / "out" / model.name,
                          "--out")
     return out, args.test_interval or model.test_interval
@@ -440,7 +434,7 @@ def train(name, argv):
     for path, _ in weights or []:
         caffemodel.read_shapes(path)           # missing or damaged: say so before building nets
 
-    solver = make_solver(model, out, args.display, args.base_lr, args.momentum)
+    solver = make_solver(model, out, args.display, args.base_lr, args.momentum, args.data_root)
     if args.resume:
         check_state_fits(args.resume, state, solver.net, name)
         solver.restore(str(Path(args.resume).resolve()))

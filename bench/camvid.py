@@ -3,7 +3,7 @@ same FCN-8s from random initialisation, each trained for the same time budget.
 
     python bench/camvid.py [--minutes 60] [--out out/bench/camvid] [--runs ...]
 
-Data come from $FCN_DATA, else ../shared/data, as for make demo.
+Data: squeezenet.cpu_scale_data(), as for make demo.
 
 Prints one JSON line: per run the iterations, minutes and CamVid val metrics at
 the end (and at every scoring), and the peer comparison of the same run,
@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+sys.path.insert(0, str(REPO))
 
 import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
-import demo  # noqa: E402  (data_dir, check_data: the demo's data, found the same way)
+import squeezenet  # noqa: E402
 import training  # noqa: E402
 RUNS = {
     "fcn16s-pretrained": ("camvid-fcn16s-squeezenet", []),
@@ -31,7 +31,6 @@ RUNS = {
 
 def ensure_init(data, out):
     """The SqueezeNet FCN initialisation, made the way make demo makes it."""
-    import squeezenet
     import surgery
     init = out / "squeezenet-fcn.caffemodel"
     if not init.is_file():
@@ -48,8 +47,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(REPO / "out" / "bench" / "camvid"))
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     args = p.parse_args(argv)
-    data, out = demo.data_dir().resolve(), Path(args.out).resolve()
-    demo.check_data(data)
+    data, out = squeezenet.cpu_scale_data(), Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init = ensure_init(data, out)
     results = {}

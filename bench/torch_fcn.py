@@ -26,7 +26,6 @@ class TorchNet(torch.nn.Module):
             if layer.type not in ("Convolution", "Deconvolution"):
                 continue
             c = layer.convolution_param
-            k = first(c.kernel_size, 1)
             key = layer.name.replace("/", "__")
             blobs = [torch.from_numpy(b.data.copy()) for b in caffe_net.params[layer.name]]
             self.params[key + "__w"] = torch.nn.Parameter(blobs[0])

@@ -9,13 +9,12 @@
    measured over the first iterations and printed);
 4. score CamVid val, and write overlays (with a legend) for a few val images.
 
-Everything goes to out/demo/. Data comes from $FCN_DATA, else ../shared/data.
+Everything goes to out/demo/. Data: layers.data_root (holding CamVid and SqueezeNet).
 
     python scripts/demo.py [--iters 2000] [--model camvid-fcn8s-squeezenet] [--overlays 4]
 """
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -25,29 +24,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
-
-
-def data_dir():
-    env = os.environ.get("FCN_DATA")
-    if env:
-        return Path(env)
-    shared = REPO.parent / "shared" / "data"
-    return shared if shared.is_dir() else REPO / "data"
-
-
-def check_data(data):
-    """One line naming what is missing and how to get it."""
-    camvid, sq = data / "camvid", data / "squeezenet"
-    missing = []
-    if not (camvid / "train.txt").is_file() or not (camvid / "val.txt").is_file():
-        missing.append(f"CamVid (train + val) in {camvid}: python prepare.py get camvid "
-                       f"--root {data}")
-    if not (sq / "compressed_SqueezeNet.net").is_file():
-        missing.append(f"compressed_SqueezeNet.net and SqueezeNet_deploy.prototxt in {sq}: from "
-                       "github.com/songhan/SqueezeNet-Deep-Compression")
-    if missing:
-        raise cli.UserError("demo data missing (set FCN_DATA to a folder holding them): "
-                            + "; ".join(missing))
 
 
 def main(argv=None):
@@ -64,12 +40,12 @@ def main(argv=None):
 
     import infer
     import nets
+    import visual
     import squeezenet
     import surgery
     import training
     t0 = time.time()
-    data = data_dir().resolve()
-    check_data(data)
+    data = squeezenet.cpu_scale_data()
     model = nets.MODELS[args.model]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,9 +89,9 @@ def main(argv=None):
         rgb = reader.raw(id_, "data")
         label = seg(rgb)["score"]
         stem = Path(id_).stem
-        Image.fromarray(infer.overlay(rgb, label, None, classes)).save(
+        Image.fromarray(visual.overlay(rgb, label, None, classes)).save(
             out / "overlays" / f"{stem}_overlay.jpg", quality=90)
-        print(f"    {stem}: {infer.describe(label, classes)}")
+        print(f"    {stem}: {visual.describe(label, classes)}")
 
     result = {"model": model.name, "init": "SqueezeNet v1.0 (ImageNet), by surgery",
               "iterations": record["iter"], "training_minutes": round(record["elapsed_s"] / 60, 1),

@@ -10,7 +10,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-import score
+import visual
 
 SIZE = (20, 28)     # H, W: small enough for VGG-16 forward/backward in a test
 
@@ -24,7 +24,7 @@ def save_jpg(path, rng, size=SIZE):
 def save_palette_png(path, label):
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.frombytes("P", label.shape[::-1], np.ascontiguousarray(label, np.uint8).tobytes())
-    im.putpalette(score.palette().tobytes())
+    im.putpalette(visual.palette().tobytes())
     im.save(path)
 
 

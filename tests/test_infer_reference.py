@@ -16,6 +16,7 @@ from caffe.proto import caffe_pb2
 import infer
 import nets
 import reference
+import visual
 from conftest import REPO
 
 caffe.set_mode_cpu()
@@ -215,11 +216,10 @@ def test_overlay_has_a_legend_of_the_classes_present():
     label[:5, :5] = 2                                     # bicycle, a few
     from datasets import DATASETS
     classes = DATASETS["voc"].classes
-    out = infer.overlay(rgb, label, 0, classes)
+    out = visual.overlay(rgb, label, 0, classes)
     assert out.shape[1] == 200 and out.shape[0] > 40
     strip = out[40:].reshape(-1, 3)
-    import score
-    pal = score.palette()
+    pal = visual.palette()
     colours = {tuple(c) for c in strip}
     assert tuple(pal[15]) in colours and tuple(pal[2]) in colours   # swatches drawn
     np.testing.assert_array_equal(out[5:40, :100], rgb[5:, :100])      # background untouched

@@ -237,7 +237,7 @@ def run_py(script, *args, cwd):
 def test_net_py_writes_into_its_own_directory_from_anywhere(tmp_path):
     repo = tmp_path / "repo"
     (repo / "voc-fcn16s").mkdir(parents=True)
-    for f in ("nets.py", "datasets.py", "errors.py"):
+    for f in ("nets.py", "datasets.py", "errors.py", "cli.py"):
         shutil.copy(REPO / f, repo / f)
     shutil.copy(REPO / "voc-fcn16s/net.py", repo / "voc-fcn16s/net.py")
     elsewhere = tmp_path / "elsewhere"
