@@ -39,8 +39,8 @@ def run(main, argv=None, prog=None):
 def require_cpu(gpu):
     """This Caffe is built CPU-only; asking Caffe for a GPU would abort the process."""
     if gpu is not None:
-        raise UserError(f"--gpu {gpu}: this Caffe is built CPU-only (see README: "
-                        "'The Caffe we build'); run without --gpu")
+        raise UserError(f"--gpu {gpu}: this Caffe is built CPU-only (see "
+                        "third_party/caffe/README.md); run without --gpu")
 
 
 def finite(flag, value, low=None, high=None, low_open=False, high_open=False):

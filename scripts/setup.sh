@@ -121,7 +121,8 @@ step_sdist() {
 # Everything that determines the build, one fact per line.
 key_material() {
   echo "sdist $SDIST_SHA256"
-  (cd "$CAFFE_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+  # every build input in third_party/caffe/ (its README is documentation, not an input)
+  (cd "$CAFFE_DIR" && find . -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   echo "c++ $(c++ --version 2>/dev/null | head -n1)"
   echo "cmake $(cmake --version 2>/dev/null | head -n1)"
   echo "protoc $(protoc --version 2>/dev/null)"

@@ -230,8 +230,8 @@ def test_sgd_lowers_loss_on_a_tiny_net(tmp_path):
     assert np.isfinite(first) and last < 0.25 * first, (first, last)
 
 
-# pycaffe of BVLC master that this sdist's bindings lack, and what they add; README's
-# "How it differs from BVLC master" lists the same names.
+# pycaffe of BVLC master that this sdist's bindings lack, and what they add;
+# third_party/caffe/README.md ("How it differs from BVLC master") lists the same names.
 MISSING_MODULE = ["NCCL", "has_nccl", "Timer", "init_log", "log", "solver_count",
                   "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess"]
 MISSING_SOLVER = ["apply_update", "param", "share_weights"]
@@ -246,6 +246,6 @@ def test_pycaffe_differs_from_bvlc_master_as_readme_says():
     assert [a for a in MISSING_NET if hasattr(caffe.Net, a)] == []
     for owner, a in ADDED:
         assert hasattr(caffe if owner == "caffe" else getattr(caffe, owner), a), (owner, a)
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "third_party/caffe/README.md").read_text()
     for a in MISSING_MODULE + MISSING_SOLVER + MISSING_NET + [a for _, a in ADDED]:
         assert f"`{a}`" in readme or f".{a}`" in readme, a

@@ -88,6 +88,10 @@ def test_cache_key_follows_the_build_inputs(tmp_path):
         shutil.copytree(REPO / d, copy / d)
     (copy / ".venv").symlink_to(REPO / ".venv")
     assert run_setup("key", repo=copy).stdout.strip() == key
+    # documentation beside the build inputs is not one
+    readme = copy / "third_party/caffe/README.md"
+    readme.write_text(readme.read_text() + "\nmore words\n")
+    assert run_setup("key", repo=copy).stdout.strip() == key
 
     patch = sorted((copy / "third_party/caffe/patches").glob("*.patch"))[0]
     patch.write_text(patch.read_text() + "\n")
