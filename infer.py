@@ -22,7 +22,7 @@ import numpy as np
 import visual
 from errors import FcnError
 from layers import open_image
-from PIL import Image, ImageOps
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -32,43 +32,6 @@ INT_MAX = 2 ** 31 - 1            # Caffe CHECKs every blob's element count again
 
 # ---------------------------------------------------------------------------
 # Images
-
-
-def to_rgb(im, path="image"):
-    """Decode to HxWx3 uint8 RGB: EXIF orientation applied; 16-bit / 32-bit / float
-    greyscale scaled to 8 bits; alpha dropped; palettes expanded."""
-    layers.decoded(im, path)
-    try:
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-            if im.mode in ("I", "F") and a.max(initial=0) > 65535:
-                top = float(a.max())
-            grey = np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)
-            return np.repeat(grey[:, :, None], 3, axis=2)
-        if im.mode != "RGB":
-            im = im.convert("RGBA").convert("RGB") if im.mode == "P" else im.convert("RGB")
-        return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise layers.DataError(f"unreadable image {path}: {e}") from None
-
-
-def orientation(im):
-    """EXIF orientation from the header alone (1 if none), without decoding pixels."""
-    raw = im.info.get("exif")
-    if not raw:
-        return 1
-    try:
-        exif = Image.Exif()
-        exif.load(raw)
-        return int(exif.get(0x0112, 1))
-    except Exception:  # a damaged EXIF block is not worth refusing the image for
-        return 1
-
-
-def load_rgb(path):
-    return to_rgb(open_image(path), path)
 
 
 def expand_inputs(paths):
@@ -230,9 +193,9 @@ class Segmenter:
         from google.protobuf import text_format
         from caffe.proto import caffe_pb2
         from datasets import DATASETS
-        import nets
+        import builder
         self.model = model
-        self.inputs = [name for name, _ in nets.MODALITIES[model.modality]]
+        self.inputs = [name for name, _ in builder.MODALITIES[model.modality]]
         if model.modality != "color":
             raise cli.UserError(f"{model.name} reads {model.modality} input, not an image; "
                                 "infer.py segments RGB images with the other models")
@@ -254,10 +217,10 @@ class Segmenter:
         any pixel is decoded) when its forward pass would not fit in memory."""
         im = open_image(path)
         w, h = im.size
-        if orientation(im) in (5, 6, 7, 8):      # EXIF says: rotated by 90 degrees
+        if layers.orientation(im) in (5, 6, 7, 8):      # EXIF says: rotated by 90 degrees
             w, h = h, w
         self.check(h, w, path)
-        return to_rgb(im, path)
+        return layers.photo_rgb(im, path)
 
     def __call__(self, rgb):
         """HxWx3 RGB -> {score blob: HxW class indices}."""

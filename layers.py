@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datasets import DATASETS, head_classes
 from errors import FcnError
@@ -115,6 +115,46 @@ def decoded(im, path, what="image"):
 def read_image(path, what="image"):
     """open_image + decoded: a fully decoded image, or one line naming the file."""
     return decoded(open_image(path, what), path, what)
+
+
+def photo_rgb(im, path="image"):
+    """A photo from open_image decoded to HxWx3 uint8 RGB, as inference reads it:
+    EXIF orientation applied; 16-bit / 32-bit / float greyscale scaled to 8 bits;
+    alpha dropped; palettes expanded. (Dataset images use rgb_array: no EXIF
+    rotation, which would part them from their labels.)"""
+    decoded(im, path)
+    try:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+            if im.mode in ("I", "F") and a.max(initial=0) > 65535:
+                top = float(a.max())
+            grey = np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)
+            return np.repeat(grey[:, :, None], 3, axis=2)
+        if im.mode != "RGB":
+            im = im.convert("RGBA").convert("RGB") if im.mode == "P" else im.convert("RGB")
+        return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"unreadable image {path}: {e}") from None
+
+
+def orientation(im):
+    """EXIF orientation from the header alone (1 if none), without decoding pixels."""
+    raw = im.info.get("exif")
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    except Exception:  # a damaged EXIF block is not worth refusing the image for
+        return 1
+
+
+def load_photo(path):
+    """open_image + photo_rgb."""
+    return photo_rgb(open_image(path), path)
 
 
 def header_size(path):

@@ -18,7 +18,6 @@ import lzma
 import shutil
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -34,6 +33,7 @@ import cli
 import files
 import layers
 from datasets import DATASETS
+from progress import Progress
 from layers import DataError, IGNORE
 
 AUTO = "*"     # strip the archive's single top-level folder, whatever its name
@@ -90,44 +90,6 @@ def say(msg):
 # Download
 
 
-class Progress:
-    """A progress line on stderr, redrawn in place on a terminal and printed every 10%
-    otherwise; ``unit`` "MB" counts bytes, anything else counts items."""
-
-    def __init__(self, label, total, start=0, unit="MB"):
-        self.label, self.total, self.done, self.unit = label, total, start, unit
-        self.t0, self.start, self.shown, self.last = time.time(), start, -1, 0.0
-        self.tty = sys.stderr.isatty()
-
-    def fmt(self, n):
-        return f"{n / 1e6:.1f}" if self.unit == "MB" else f"{n:.0f}"
-
-    def update(self, n):
-        self.done += n
-        now = time.time()
-        if self.total:
-            pct = int(100 * self.done / self.total)
-            step = pct if self.tty else pct // 10 * 10
-            if step == self.shown or (self.tty and now - self.last < 0.2 and pct < 100):
-                return
-            self.shown, self.last = step, now
-        elif now - self.last < 1.0:
-            return
-        else:
-            self.last = now
-        rate = (self.done - self.start) / max(now - self.t0, 1e-6)
-        of = f"/{self.fmt(self.total)}" if self.total else ""
-        pct_s = f"{100 * self.done / self.total:5.1f}% " if self.total else ""
-        line = (f"{self.label}: {pct_s}{self.fmt(self.done)}{of} {self.unit}, "
-                f"{self.fmt(rate)} {self.unit}/s")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.tty:
-            print(file=sys.stderr, flush=True)
-
-
 def verify(path, checksum):
     """True if ``path`` matches ``checksum`` ("algo:hex"); with no checksum, report
     the sha256 (so a user can compare with a colleague's) and accept."""
@@ -176,7 +138,7 @@ def download(url, dest, checksum=None, chunk=1 << 16):
             total = have + int(length) if length else None
             if resumed:
                 say(f"  resuming {dest.name} at {have / 1e6:.1f} MB")
-            bar = Progress(f"  {dest.name}", total, have)
+            bar = Progress(total, have, f"  {dest.name}", "MB")
             with open(part, "ab" if resumed else "wb") as f:
                 for block in iter(lambda: read_block(r, chunk), b""):
                     f.write(block)
@@ -354,7 +316,7 @@ def derive_nyud(root):
     splits = {s: read_list(d / f"{s}.txt", f"NYUDv2 {s} list") for s in ("train", "val", "test")}
     write_list(d / "trainval.txt", splits["train"] + splits["val"], "nyud", "trainval")
     ids = splits["train"] + splits["val"] + splits["test"]
-    bar = Progress("  labels40", len(ids), unit="files")
+    bar = Progress(len(ids), label="  labels40", unit="files")
     for i in ids:
         out = d / "labels40" / f"img_{i}.png"
         if not out.exists():
@@ -417,7 +379,7 @@ def derive_pascalcontext(root):
     for split in ("train", "val"):
         ids = read_list(voc / "ImageSets/Main" / f"{split}.txt", f"VOC2010 {split} list")
         write_list(ctx / f"{split}.txt", ids, "pascalcontext", split)
-        bar = Progress(f"  labels59 ({split})", len(ids), unit="files")
+        bar = Progress(len(ids), label=f"  labels59 ({split})", unit="files")
         for i in ids:
             out = ctx / "labels59" / f"{i}.png"
             if not out.exists():
@@ -469,7 +431,7 @@ def check(dataset, root, splits=None, out=say):
         if len(set(ids)) != len(ids):
             problems.append(f"{split}: the list repeats ids")
         bad = 0
-        bar = Progress(f"  checking {split}", len(ids), unit="images")
+        bar = Progress(len(ids), label=f"  checking {split}", unit="images")
         for i in ids:
             try:
                 reader.sample(i)

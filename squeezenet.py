@@ -128,7 +128,6 @@ def decode_to_caffemodel(src, out):
 
 def classify(weights, images, top=5, labels=None):
     """[(image, [(class index, score)...])] with the classifier's deploy net."""
-    import infer
     import nets
     import surgery
     c = nets.CLASSIFIERS["squeezenet"]
@@ -137,7 +136,7 @@ def classify(weights, images, top=5, labels=None):
     import layers
     out = []
     for path in images:
-        rgb = np.asarray(Image.fromarray(infer.load_rgb(path)).resize(c.input_hw[::-1],
+        rgb = np.asarray(Image.fromarray(layers.load_photo(path)).resize(c.input_hw[::-1],
                                                                       Image.BILINEAR))
         scores = net.forward(data=layers.preprocess(rgb, MEAN_BGR)[None])["pool_final"].ravel()
         best = np.argsort(-scores)[:top]

@@ -22,6 +22,7 @@ import cli  # (first: quiet Caffe logging before caffe loads)
 import numpy as np
 
 import caffe
+import builder
 import caffemodel
 import files
 import nets
@@ -187,7 +188,7 @@ def make_fcn_init(backbone, proto=None, weights=None, out=None):
         raise SurgeryError(f"classifier weights not found: {weights}; {c.how_to_get()} "
                            "(see ilsvrc-nets/README.md)")
     classifier = load_net(proto, weights)
-    fcn = load_net(nets.fcn_backbone(backbone))
+    fcn = load_net(builder.fcn_backbone(backbone))
     summary = transplant(fcn, classifier)
     del classifier
     save_atomic(fcn, out)

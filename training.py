@@ -30,6 +30,7 @@ import cli
 import files
 import numpy as np
 from errors import FcnError
+from progress import Progress, fmt_time
 
 REPO = Path(__file__).resolve().parent
 KEEP_SNAPSHOTS = 3
@@ -115,6 +116,7 @@ def initial_weights(model, given):
 
 def initialise(net, model, weights):
     """Load the initial weights into the training net, by layer name."""
+    import builder
     import caffemodel
     import nets
     import surgery
@@ -129,7 +131,7 @@ def initialise(net, model, weights):
         shapes = caffemodel.read_shapes(path)
         if model.modality == "color-d" and "conv1_1_bgrd" not in shapes:
             # from the colour backbone: everything but conv1, then conv1 + a depth channel
-            src = surgery.load_net(nets.fcn_backbone(model.backbone), path)
+            src = surgery.load_net(builder.fcn_backbone(model.backbone), path)
             surgery.transplant(net, src)
             surgery.color_depth_conv1(net, src)
             del src
@@ -318,22 +320,17 @@ def plot(out, title):
     plt.close(fig)
 
 
-def fmt_time(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-class Progress:
-    """Iteration rate, smoothed loss and ETA on one line (redrawn on a terminal),
-    against what ends the run: the iteration target, or the time budget when that
-    comes first."""
+class TrainingProgress(Progress):
+    """Progress of SGD iterations on stdout, with the smoothed loss, against what
+    ends the run: the iteration target, or the time budget when that comes first."""
 
     def __init__(self, start, total, window=20, deadline=None):
-        self.start, self.total, self.t0, self.deadline = start, total, time.time(), deadline
+        super().__init__(total, start, stream=sys.stdout)
+        self.deadline = deadline
         self.losses = deque(maxlen=window)
-        self.tty = sys.stdout.isatty()
 
-    def add(self, loss):
+    def add(self, it, loss):
+        self.done = it
         self.losses.append(loss)
 
     @property
@@ -341,22 +338,20 @@ class Progress:
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
     def line(self, it):
-        now = time.time()
-        rate = (it - self.start) / max(now - self.t0, 1e-9)
-        eta = (self.total - it) / rate if rate > 0 else float("inf")
+        now, eta = time.time(), self.eta
         where = f"iter {it}/{self.total}"
         if self.deadline is not None and self.deadline - now < eta:
             eta = max(self.deadline - now, 0)
             where = (f"iter {it} | {fmt_time(now - self.t0)} of the "
                      f"{fmt_time(self.deadline - self.t0)} budget")
-        return (f"{where} | {rate:.2f} it/s | loss {self.smoothed:.4g} "
+        return (f"{where} | {self.rate:.2f} it/s | loss {self.smoothed:.4g} "
                 f"(mean of {len(self.losses)}) | ETA {fmt_time(eta) if eta != float('inf') else '?'}")
 
     def estimate(self, it, interval, n_eval):
         """One line: how long the rest of the run takes on this machine, from the
         iterations timed so far (a scoring image costs about a third of an SGD step:
         one forward pass against forward, backward and update)."""
-        step = (time.time() - self.t0) / max(it - self.start, 1)
+        step = 1 / self.rate
         scorings = self.total // interval - it // interval + (self.total % interval != 0)
         left = step * ((self.total - it) + scorings * n_eval / 3)
         if self.deadline is not None and self.deadline - time.time() < left:
@@ -364,10 +359,6 @@ class Progress:
                     f"run, at about iteration {it + int((self.deadline - time.time()) / step)}")
         return (f"estimate: {fmt_time(left)} for the {self.total - it} iterations left and "
                 f"{scorings} scorings, at {step:.2f} s per iteration measured here")
-
-    def show(self, it):
-        print(("\r" + self.line(it)) if self.tty else self.line(it), end="" if self.tty else "\n",
-              flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -451,7 +442,7 @@ def train(name, argv):
     test_net.share_with(solver.net)
     n_eval = len(test_net.layers[0].ids)
     deadline = time.time() + 60 * args.time_budget if args.time_budget else None
-    bar = Progress(solver.iter, args.iters, deadline=deadline)
+    bar = TrainingProgress(solver.iter, args.iters, deadline=deadline)
     print(f"training {name} from iteration {solver.iter} to {args.iters}"
           + (f" or for {args.time_budget:g} minutes" if deadline else "")
           + f", scoring {model.eval.split} ({n_eval} images) every {interval}; output in "
@@ -500,15 +491,16 @@ def loop(solver, test_net, model, args, out, interval, bar, deadline, stop):
         out_of_time = deadline is not None and time.time() >= deadline
         last = it == args.iters or out_of_time
         loss = sum(float(solver.net.blobs[b].data) for b in losses)
-        bar.add(loss)
+        bar.add(it, loss)
         if it == bar.start + ESTIMATE_AFTER and it < args.iters:
-            print(("\n" if bar.tty else "") + bar.estimate(it, interval, n_eval), flush=True)
+            bar.close()
+            print(bar.estimate(it, interval, n_eval), flush=True)
         if not math.isfinite(loss):
             if bar.tty:
                 print()
             return "diverged"
         if it % args.display == 0 or last:
-            bar.show(it)
+            bar.show(bar.line(it))
             append_jsonl(out / "train_log.jsonl", {"iter": it, "loss": bar.smoothed})
         if it % interval == 0 or last:
             if bar.tty:

@@ -14,6 +14,7 @@ import caffe
 from caffe.proto import caffe_pb2
 
 import infer
+import layers
 import nets
 import reference
 import visual
@@ -59,14 +60,14 @@ def image_variants(tmp_path):
     return rgb, paths
 
 
-def test_to_rgb_converts_every_mode(tmp_path):
+def test_photo_rgb_converts_every_mode(tmp_path):
     rgb, paths = image_variants(tmp_path)
     for name, p in paths.items():
-        a = infer.load_rgb(p)
+        a = layers.load_photo(p)
         assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, name
         assert a.shape[:2] == ((50, 30) if name == "rotated" else (30, 50)), name
-    np.testing.assert_array_equal(infer.load_rgb(paths["rgba"]), rgb)
-    grey16 = infer.load_rgb(paths["grey16"])
+    np.testing.assert_array_equal(layers.load_photo(paths["rgba"]), rgb)
+    grey16 = layers.load_photo(paths["grey16"])
     np.testing.assert_array_equal(grey16[:, :, 1], rgb[:, :, 0])
 
 

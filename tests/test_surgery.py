@@ -11,6 +11,7 @@ import caffe
 from caffe import layers as L, params as P
 
 import caffemodel
+import builder
 import nets
 import surgery
 from conftest import REPO, assert_f32_close, fill_random
@@ -89,7 +90,7 @@ def test_vgg16_classifier_into_the_fcn_backbone(tmp_path):
     c = nets.CLASSIFIERS["vgg16"]
     clf = caffe.Net(str(c.dir / c.proto), caffe.TEST)
     fill_random(clf)
-    fcn = surgery.load_net(nets.fcn_backbone("vgg16"))
+    fcn = surgery.load_net(builder.fcn_backbone("vgg16"))
     s = surgery.transplant(fcn, clf, verbose=False)
     assert s["copied"] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2",
                            "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2",

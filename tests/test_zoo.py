@@ -14,6 +14,7 @@ from google.protobuf import text_format
 import caffe
 from caffe.proto import caffe_pb2
 
+import builder
 import nets
 from conftest import REPO, fill_random
 from datasets import DATASETS
@@ -95,7 +96,7 @@ def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
     assert matched == expected
 
     fill_random(net)
-    inputs = [name for name, _ in nets.MODALITIES[model.modality]]
+    inputs = [name for name, _ in builder.MODALITIES[model.modality]]
     for h, w in SIZES:
         for blob in inputs:
             net.blobs[blob].reshape(1, net.blobs[blob].data.shape[1], h, w)
@@ -216,15 +217,15 @@ def test_split_sizes_are_the_papers():
 def test_builder_rejects_bad_requests_with_one_line():
     cases = [
         (dict(stride=4), "unknown stride 4"),
-        (dict(heads=(nets.Head("", 0, "label"),)), "needs at least 1"),
+        (dict(heads=(builder.Head("", 0, "label"),)), "needs at least 1"),
         (dict(modality="thermal"), "unknown modality 'thermal'"),
         (dict(backbone="resnet"), "unknown backbone 'resnet'"),
         (dict(backbone="caffenet", stride=8), "its FCN strides are 32"),
         (dict(backbone="squeezenet", stride=32), "its FCN strides are 16, 8, 4"),
     ]
     for kwargs, msg in cases:
-        with pytest.raises(nets.BuildError) as e:
-            nets.fcn(**kwargs)
+        with pytest.raises(builder.BuildError) as e:
+            builder.fcn(**kwargs)
         assert msg in str(e.value) and "\n" not in str(e.value)
 
 
@@ -237,7 +238,7 @@ def run_py(script, *args, cwd):
 def test_net_py_writes_into_its_own_directory_from_anywhere(tmp_path):
     repo = tmp_path / "repo"
     (repo / "voc-fcn16s").mkdir(parents=True)
-    for f in ("nets.py", "datasets.py", "errors.py", "cli.py"):
+    for f in ("nets.py", "builder.py", "datasets.py", "errors.py", "cli.py"):
         shutil.copy(REPO / f, repo / f)
     shutil.copy(REPO / "voc-fcn16s/net.py", repo / "voc-fcn16s/net.py")
     elsewhere = tmp_path / "elsewhere"
@@ -267,7 +268,7 @@ def test_ilsvrc_readme_names_each_classifier_source():
 
 def test_squeezenet_fcns():
     """The CPU-scale nets: SqueezeNet's fire modules under their release names, conv1
-    padded by nets.SQUEEZENET_PAD, features scaled before each score layer, odd
+    padded by builder.SQUEEZENET_PAD, features scaled before each score layer, odd
     bilinear kernels, and the paper's skips one stride finer each."""
     assert CPU_SCALE == ["camvid-fcn16s-squeezenet", "camvid-fcn4s-squeezenet",
                          "camvid-fcn8s-squeezenet"]
@@ -275,7 +276,7 @@ def test_squeezenet_fcns():
         model = nets.MODELS[name]
         net = parse(f"{name}/deploy.prototxt")
         layers = {l.name: l for l in net.layer}
-        assert layers["conv1"].convolution_param.pad == [nets.SQUEEZENET_PAD]
+        assert layers["conv1"].convolution_param.pad == [builder.SQUEEZENET_PAD]
         assert "conv_final" not in layers and "pool_final" not in layers
         assert layers["score_fr"].bottom == ["scale_fr"]
         assert layers["scale_fr"].scale_param.filler.value == pytest.approx(1 / 32)
