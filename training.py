@@ -59,8 +59,10 @@ def parse_args(name, argv):
     return p.parse_args(argv)
 
 
-def main(model_dir, argv):
-    name = Path(model_dir).name
+def main(argv=None, model_dir=None):
+    """The entry point of every MODEL/solve.py: the model is the folder of the
+    script that runs (sys.argv[0]) unless ``model_dir`` names it."""
+    name = Path(model_dir or Path(sys.argv[0]).resolve().parent).name
     return cli.run(lambda a: train(name, a), argv, prog=f"{name}/solve.py")
 
 
@@ -414,6 +416,9 @@ def train(name, argv):
     import caffemodel
     import nets
     import surgery
+    if name not in nets.MODELS:
+        raise cli.UserError(f"{name} is not a model directory; run python MODEL/solve.py "
+                            f"(models: {', '.join(nets.MODELS)})")
     args = parse_args(name, argv)
     model = nets.MODELS[name]
     out, interval = check_args(args, model)
