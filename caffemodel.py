@@ -159,7 +159,7 @@ def read_shapes(path):
     return out
 
 
-def _same(net_shape, file_shape):
+def same_shape(net_shape, file_shape):
     """Caffe's rule: equal shapes, or a legacy 4-D shape equal to the net's shape
     padded with leading 1s."""
     net_shape = tuple(net_shape)
@@ -193,7 +193,7 @@ def check_fits(path, net, complete=False):
     for k in shared:
         mine = [tuple(b.data.shape) for b in net.params[k]]
         theirs = shapes[k]
-        if len(mine) != len(theirs) or not all(_same(a, b) for a, b in zip(mine, theirs)):
+        if len(mine) != len(theirs) or not all(same_shape(a, b) for a, b in zip(mine, theirs)):
             raise WeightsError(f"{path} does not fit the net: layer {k} has blobs "
                                f"{[list(s) for s in theirs]} in the file and "
                                f"{[list(s) for s in mine]} in the net")

@@ -8,4 +8,9 @@ by every layer of the project, importing nothing of it.
 
 
 class FcnError(Exception):
-    """A mistake in what the user asked for or gave us; one line, exit code 2."""
+    """A mistake in what the user asked for or gave us; one line, exit code 2. The
+    message is made one line here, whatever text it quotes (a library's exception
+    may span several)."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).split()))

@@ -213,7 +213,7 @@ def check_id(id_, list_file, line):
     parts = id_.replace("\\", "/").split("/")
     if id_.startswith("/") or ".." in parts or "\0" in id_:
         raise DataError(f"split list {list_file} line {line}: id {id_!r} points outside the "
-                        "dataset folder; ids are file names without folders")
+                        "dataset folder; ids name files inside it")
 
 
 class Reader:

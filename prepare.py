@@ -248,8 +248,7 @@ def unpack(archive, dest, strip=""):
         if isinstance(e, OSError) and e.errno is not None:
             raise DataError(f"cannot unpack {archive} into {dest}: {e.strerror}") from None
         archive.unlink(missing_ok=True)
-        why = " ".join(str(e).split())[:200]           # one line, whatever tarfile says
-        raise DataError(f"{archive} is damaged ({type(e).__name__}: {why}); removed it, run "
+        raise DataError(f"{archive} is damaged ({type(e).__name__}: {e}); removed it, run "
                         "again to download it again") from None
     if count == 0:
         raise DataError(f"{archive} has no files under {prefix or strip!r}; is it the right archive?")

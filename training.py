@@ -203,19 +203,25 @@ def snapshot_iter(path):
         return None
 
 
+def snapshot_files(folder):
+    """(every snapshot file in ``folder``, the iterations that have both their state
+    and their weights, ascending)."""
+    found = [p for p in folder.glob("train_iter_*") if snapshot_iter(p) is not None
+             and p.suffix in (".caffemodel", ".solverstate")]
+    suffixes = {}
+    for p in found:
+        suffixes.setdefault(snapshot_iter(p), set()).add(p.suffix)
+    return found, sorted(i for i, s in suffixes.items() if len(s) == 2)
+
+
 def prune(folder, keep=KEEP_SNAPSHOTS):
     """Keep the newest ``keep`` complete snapshots (state and weights); remove older
     ones and strays: weights whose state was never written (a process killed between
     the two renames) older than the newest complete snapshot."""
-    files = [p for p in folder.glob("train_iter_*") if snapshot_iter(p) is not None
-             and p.suffix in (".caffemodel", ".solverstate")]
-    iters = {}
-    for p in files:
-        iters.setdefault(snapshot_iter(p), set()).add(p.suffix)
-    complete = sorted(i for i, s in iters.items() if len(s) == 2)
+    found, complete = snapshot_files(folder)
     kept = set(complete[-keep:])
     newest = complete[-1] if complete else -1
-    for p in files:
+    for p in found:
         i = snapshot_iter(p)
         if i not in kept and i <= newest:
             p.unlink(missing_ok=True)
@@ -223,9 +229,8 @@ def prune(folder, keep=KEEP_SNAPSHOTS):
 
 def last_snapshot(out):
     """The newest complete snapshot's .solverstate in out/snapshots, or None."""
-    states = [p for p in (out / "snapshots").glob("train_iter_*.solverstate")
-              if snapshot_iter(p) is not None and p.with_suffix(".caffemodel").is_file()]
-    return max(states, key=snapshot_iter, default=None)
+    _, complete = snapshot_files(out / "snapshots")
+    return out / "snapshots" / f"train_iter_{complete[-1]}.solverstate" if complete else None
 
 
 def read_solverstate(path):
@@ -270,7 +275,7 @@ def check_state_fits(path, state, net, name):
                             "or damaged")
     names = [(k, i) for k, blobs in net.params.items() for i in range(len(blobs))]
     for (k, i), g, w in zip(names, got, want):
-        if not caffemodel._same(w, g):
+        if not caffemodel.same_shape(w, g):
             raise cli.UserError(f"--resume: {path} has history {list(g)} for {k}[{i}], the "
                                 f"net has {list(w)}; it is a state of another model")
     try:
@@ -454,7 +459,7 @@ def train(name, argv):
           f"{rel(out)}", flush=True)
     with Stop() as stop:
         try:
-            ended = loop(solver, test_net, model, args, out, interval, bar, deadline, stop)
+            ended = loop(solver, test_net, n_eval, model, args, out, interval, bar, stop)
         except FcnError as e:        # a bad image or label, from a data layer
             state_path = snapshot(solver, out)
             raise cli.UserError(f"{e}; stopped at iteration {solver.iter} with a snapshot: fix "
@@ -481,19 +486,18 @@ def train(name, argv):
     return 0
 
 
-def loop(solver, test_net, model, args, out, interval, bar, deadline, stop):
-    """SGD steps with progress, scoring and snapshots until the target, the budget, a
-    stop request or a non-finite loss; returns which ended it."""
+def loop(solver, test_net, n_eval, model, args, out, interval, bar, stop):
+    """SGD steps with progress, scoring and snapshots until the target, the budget
+    (bar.deadline), a stop request or a non-finite loss; returns which ended it."""
     import score
     heads = score.heads_of(model)
-    n_eval = len(test_net.layers[0].ids)
     losses = [b for b in solver.net.outputs if b.startswith("loss")]
     while solver.iter < args.iters:
         if stop.asked:
             return "stopped"
         solver.step(1)
         it = solver.iter
-        out_of_time = deadline is not None and time.time() >= deadline
+        out_of_time = bar.deadline is not None and time.time() >= bar.deadline
         last = it == args.iters or out_of_time
         loss = sum(float(solver.net.blobs[b].data) for b in losses)
         bar.add(it, loss)
