@@ -233,3 +233,16 @@ def test_solve_errors_are_one_line(model, args, says, tmp_path):
     r = solve(*args, *out, cwd=tmp_path, model=model)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_training_outside_a_model_folder_is_one_line(tmp_path):
+    """training.main takes the model from the folder of the script that runs."""
+    r = subprocess.run([sys.executable, str(REPO / "training.py")], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and not r.stderr       # a module: running it does nothing
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "import training; sys.exit(training.main([], model_dir=sys.argv[2]))",
+                        str(REPO), str(tmp_path / "not-a-model")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "not-a-model is not a model directory" in r.stderr
