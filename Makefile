@@ -2,10 +2,17 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup test demo bench bench-camvid clean
+.PHONY: setup bundle test demo bench bench-camvid clean
 
 setup:
 	@bash scripts/setup.sh
+
+# The offline install bundle (see README "Offline install"): on a connected Debian 12
+# machine; BUNDLE_ARGS="--python 3.12" adds that Python's compiled wheels, "--cuda" the CUDA ones.
+BUNDLE_ARGS ?=
+bundle:
+	@bash scripts/setup.sh apt venv sdist
+	.venv/bin/python bundle.py create --sdist "$$(bash scripts/setup.sh sdist-path)" $(BUNDLE_ARGS)
 
 test: setup
 	.venv/bin/python -m pytest tests

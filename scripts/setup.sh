@@ -4,6 +4,12 @@
 #   scripts/setup.sh            all steps: apt venv sdist caffe check
 #   scripts/setup.sh STEP...    only those steps (in the order given)
 #   scripts/setup.sh key        print the Caffe build cache key and exit
+#   scripts/setup.sh sdist-path print where the verified sdist is and exit
+#
+# Offline (FCN_BUNDLE=path of an archive from 'make bundle'): the steps are
+# bundle venv sdist caffe check; no apt, no root, and nothing reaches for the network:
+# the bundle's libraries are unpacked into the cache, Boost is compiled with Caffe for
+# $PYTHON, and .venv uses $PYTHON's installed packages where their versions fit.
 #
 # Idempotent: every step checks what is there and does only what is missing.
 # A failed step prints one line "setup: STEP failed: WHAT TO DO" and exits 1;
@@ -13,6 +19,7 @@
 #   PYTHON           interpreter for .venv (default python3; must match Boost.Python)
 #   FCN_CACHE_DIR    build cache (default ${XDG_CACHE_HOME:-~/.cache}/fcn-caffe)
 #   FCN_CAFFE_SDIST  use this sdist file instead of downloading it (still hash-checked)
+#   FCN_BUNDLE       install offline from this bundle (see above and README)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +47,87 @@ run() {
 }
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
+# ---- offline: the unpacked bundle (bundle.py verifies every file against its manifest)
+OFFLINE=${FCN_BUNDLE:+1}
+BUNDLE_DIR=
+bundle_dir() {
+  [ -n "$BUNDLE_DIR" ] && return
+  [ -f "$FCN_BUNDLE" ] || die bundle "FCN_BUNDLE=$FCN_BUNDLE: no such file"
+  command -v "$PYTHON" >/dev/null || die bundle "no '$PYTHON' on PATH; set PYTHON=/path/to/python3"
+  BUNDLE_DIR=$CACHE/bundle/$(sha256 "$FCN_BUNDLE" | cut -c1-16)
+  [ -f "$BUNDLE_DIR/.complete" ] && return       # unpacked and verified before
+  local err=$CACHE/logs/bundle.err
+  mkdir -p "$CACHE/logs"
+  say "bundle: checking every file of $FCN_BUNDLE against its manifest and unpacking it (a minute)"
+  (cd "$ROOT" && "$PYTHON" bundle.py unpack "$(realpath "$FCN_BUNDLE")" "$CACHE/bundle" >/dev/null 2>"$err") ||
+    die bundle "$(tail -n1 "$err" | sed 's/^bundle.py: //')"
+}
+step_bundle() {
+  bundle_dir
+  say "bundle: $(realpath "$FCN_BUNDLE") verified, unpacked in $BUNDLE_DIR"
+}
+
+# ---- GPU build: FCN_GPU=1 asks for it, FCN_GPU=0 forbids it; unset, it follows whether
+# an NVIDIA GPU answers (nvidia-smi). The toolkit is CUDA_HOME when set, else the PyPI
+# wheels of requirements-cuda.txt installed into the cache.
+CUDA_MAJOR=13
+gpu_build() {
+  case ${FCN_GPU:-} in
+    1) return 0 ;;
+    0) return 1 ;;
+    "") command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 ;;
+    *) die setup "FCN_GPU=$FCN_GPU: use FCN_GPU=1 (CUDA build), FCN_GPU=0 (CPU build) or leave it unset" ;;
+  esac
+}
+
+# Sets and exports FCN_CUDA_HOME and FCN_CUDA_ARCHS for build.sh.
+cuda_toolkit() {
+  [ -n "${FCN_CUDA_HOME:-}" ] && return
+  local smi=; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && smi=1
+  if [ -n "$smi" ]; then
+    local drv; drv=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\..*/\1/p' | head -n1)
+    if [ -n "$drv" ] && [ "$drv" -lt "$CUDA_MAJOR" ]; then
+      die cuda "the NVIDIA driver runs CUDA up to $drv.x, this build needs CUDA $CUDA_MAJOR (driver 580 or newer); update the driver, or FCN_GPU=0 for the CPU build"
+    fi
+  fi
+  if [ -n "${CUDA_HOME:-}" ]; then
+    [ -x "$CUDA_HOME/bin/nvcc" ] || die cuda "CUDA_HOME=$CUDA_HOME has no bin/nvcc; point it at a CUDA toolkit or unset it to use the PyPI wheels"
+    FCN_CUDA_HOME=$CUDA_HOME
+  else
+    local dir; dir=$CACHE/cuda/$(sha256 "$ROOT/requirements-cuda.txt" | cut -c1-16)
+    if [ ! -f "$dir/.complete" ]; then
+      [ -x "$PY" ] || die cuda "no .venv yet; run the venv step first"
+      rm -rf "$dir"; mkdir -p "$dir"
+      local from=()
+      [ -n "$OFFLINE" ] && { bundle_dir; from=(--no-index --find-links "$BUNDLE_DIR/wheels"); }
+      say "cuda: installing the CUDA $CUDA_MAJOR toolkit wheels of requirements-cuda.txt into $dir"
+      run cuda "pip install -r requirements-cuda.txt did not succeed (offline: make the bundle with BUNDLE_ARGS=--cuda, or set CUDA_HOME)" \
+        "$CACHE/logs/cuda.log" "$PY" -m pip install --disable-pip-version-check --no-deps \
+        --target "$dir" "${from[@]}" -r "$ROOT/requirements-cuda.txt"
+      # The wheels ship only libX.so.N; the linker and CMake look for libX.so.
+      local f
+      for f in "$dir/nvidia/cu$CUDA_MAJOR"/lib/lib*.so.*; do
+        [ -e "${f%%.so.*}.so" ] || ln -s "$(basename "$f")" "${f%%.so.*}.so"
+      done
+      touch "$dir/.complete"
+    fi
+    FCN_CUDA_HOME=$dir/nvidia/cu$CUDA_MAJOR
+  fi
+  # Native code for the GPUs present (else FCN_CUDA_ARCH, default 90: H100) plus PTX.
+  local caps=
+  [ -n "$smi" ] && caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | tr -d '. ' | sort -u | paste -sd';')
+  FCN_CUDA_ARCHS=${FCN_CUDA_ARCH:-${caps:-90}}
+  export FCN_CUDA_HOME FCN_CUDA_ARCHS
+}
+
+step_cuda() {
+  if ! gpu_build; then
+    say "cuda: CPU build (no NVIDIA GPU answers; FCN_GPU=1 builds for CUDA)"; return
+  fi
+  cuda_toolkit
+  say "cuda: CUDA build for sm_$FCN_CUDA_ARCHS with $("$FCN_CUDA_HOME/bin/nvcc" --version | tail -n1) ($FCN_CUDA_HOME)"
+}
+
 step_apt() {
   command -v dpkg-query >/dev/null || die apt "dpkg-query not found; this setup supports Debian 12 (install the packages listed in scripts/setup.sh by hand elsewhere)"
   local missing=() p
@@ -62,7 +150,7 @@ python_tag() { "$1" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev
 step_venv() {
   command -v "$PYTHON" >/dev/null || die venv "no '$PYTHON' on PATH; install Python 3 or set PYTHON=/path/to/python3"
   local tag; tag=$(python_tag "$PYTHON") || die venv "'$PYTHON' does not run; set PYTHON=/path/to/python3"
-  if ! ls /usr/lib/*/libboost_python"$tag".so >/dev/null 2>&1 && ! ls /usr/lib/libboost_python"$tag".so >/dev/null 2>&1; then
+  if [ -z "$OFFLINE" ] && ! ls /usr/lib/*/libboost_python"$tag".so >/dev/null 2>&1 && ! ls /usr/lib/libboost_python"$tag".so >/dev/null 2>&1; then
     local have; have=$(ls /usr/lib/*/libboost_python3*.so 2>/dev/null | sed 's/.*libboost_python//; s/\.so//' | tr '\n' ' ')
     die venv "'$PYTHON' is Python ${tag:0:1}.${tag:1} but Boost.Python is built for: ${have:-none}; set PYTHON to a matching interpreter"
   fi
@@ -77,7 +165,19 @@ step_venv() {
   fi
   local want stamp=$VENV/.fcn-requirements
   want=$(sha256 "$ROOT/requirements.txt")
+  if [ -n "$OFFLINE" ]; then
+    bundle_dir
+    want="$want $BUNDLE_DIR $(realpath "$(command -v "$PYTHON")")"
+  fi
   if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then say "venv: requirements up to date"; return; fi
+  if [ -n "$OFFLINE" ]; then
+    rm -f "$stamp"
+    local err=$CACHE/logs/venv.err
+    (cd "$ROOT" && "$PYTHON" bundle.py venv "$PY" "$PYTHON" "$BUNDLE_DIR" 2>"$err") ||
+      die venv "$(tail -n1 "$err" | sed 's/^bundle.py: //')"
+    echo "$want" >"$stamp"
+    return
+  fi
   say "venv: installing requirements.txt"
   rm -f "$stamp"
   run venv "pip install -r requirements.txt did not succeed; check access to PyPI and rerun" \
@@ -87,13 +187,17 @@ step_venv() {
 
 # Path of the verified sdist (downloads it into the cache when needed).
 sdist_path() {
-  if [ -n "${FCN_CAFFE_SDIST:-}" ]; then echo "$FCN_CAFFE_SDIST"; else echo "$CACHE/sdist/$SDIST_FILE"; fi
+  if [ -n "${FCN_CAFFE_SDIST:-}" ]; then echo "$FCN_CAFFE_SDIST"
+  elif [ -n "$OFFLINE" ]; then bundle_dir; echo "$BUNDLE_DIR/sdist/$SDIST_FILE"
+  else echo "$CACHE/sdist/$SDIST_FILE"; fi
 }
 
 step_sdist() {
   local f; f=$(sdist_path)
   if [ -n "${FCN_CAFFE_SDIST:-}" ]; then
     [ -f "$f" ] || die sdist "FCN_CAFFE_SDIST=$f does not exist; unset it to download $SDIST_NAME==$SDIST_VERSION from PyPI"
+  elif [ -n "$OFFLINE" ]; then
+    [ -f "$f" ] || die sdist "the unpacked bundle lacks $f; delete $(dirname "$(dirname "$f")") and rerun"
   elif [ ! -f "$f" ]; then
     [ -x "$PY" ] || die sdist "no .venv yet; run the venv step first"
     local tmp=$CACHE/sdist/tmp.$$
@@ -112,7 +216,7 @@ step_sdist() {
   fi
   local got; got=$(sha256 "$f")
   if [ "$got" != "$SDIST_SHA256" ]; then
-    [ -z "${FCN_CAFFE_SDIST:-}" ] && rm -f "$f"   # a corrupt cache copy is downloaded again next run
+    [ -z "${FCN_CAFFE_SDIST:-}$OFFLINE" ] && rm -f "$f"   # a corrupt cache copy is downloaded again next run
     die sdist "$f has sha256 $got, expected $SDIST_SHA256 ($SDIST_NAME==$SDIST_VERSION); use the file from PyPI"
   fi
   say "sdist: $SDIST_FILE sha256 verified"
@@ -125,7 +229,17 @@ key_material() {
   (cd "$CAFFE_DIR" && find . -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   echo "c++ $(c++ --version 2>/dev/null | head -n1)"
   echo "cmake $(cmake --version 2>/dev/null | head -n1)"
-  echo "protoc $(protoc --version 2>/dev/null)"
+  if [ -n "$OFFLINE" ]; then
+    # the bundle's libraries and protoc instead of the system's packages
+    bundle_dir
+    echo "protoc $(LD_LIBRARY_PATH=$(echo "$BUNDLE_DIR"/root/usr/lib/*-linux-gnu) "$BUNDLE_DIR/root/usr/bin/protoc" --version 2>&1)"
+    "$PY" -c 'import json, sys
+m = json.load(open(sys.argv[1]))
+print("bundle", m["arch"], m["boost_source"]["package"], m["boost_source"]["version"])
+for d in m["debian_packages"]: print("deb", d["package"], d["version"])' "$BUNDLE_DIR/MANIFEST.json"
+  else
+    echo "protoc $(protoc --version 2>/dev/null)"
+  fi
   "$PY" - <<'EOF'
 import sys, sysconfig
 print("python", sys.version.split()[0], sysconfig.get_config_var("SOABI"))
@@ -136,6 +250,11 @@ for mod in ("numpy", "google.protobuf"):
     except Exception as e:
         print(mod, "missing", type(e).__name__)
 EOF
+  if gpu_build; then
+    cuda_toolkit
+    echo "cuda $("$FCN_CUDA_HOME/bin/nvcc" --version | tail -n1) archs $FCN_CUDA_ARCHS"
+  fi
+  [ -n "$OFFLINE" ] && return
   local p
   for p in "${APT_PACKAGES[@]}"; do
     case $p in lib*-dev) echo "deb $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null)";; esac
@@ -145,6 +264,8 @@ cache_key() { key_material | sha256sum | cut -c1-16; }
 
 step_caffe() {
   [ -x "$PY" ] || die caffe "no .venv yet; run the venv step first"
+  [ -z "$OFFLINE" ] || bundle_dir
+  ! gpu_build || cuda_toolkit
   local key entry
   key=$(cache_key)
   entry=$CACHE/caffe/$key
@@ -173,7 +294,7 @@ build_caffe() {
   key_material >"$tmp/out/key.txt"
   local log=$tmp/out/build.log
   say "caffe: building $key (a few minutes on 2 cores; log: $log)"
-  if ! bash "$CAFFE_DIR/build.sh" "$sdist" "$tmp" "$tmp/out" "$PY" 2>&1 | tee "$log" | progress; then
+  if ! FCN_PREFIX=$BUNDLE_DIR bash "$CAFFE_DIR/build.sh" "$sdist" "$tmp" "$tmp/out" "$PY" 2>&1 | tee "$log" | progress; then
     die caffe "compiling Caffe did not succeed: $(grep -m1 -E 'error|Error|FAILED|failed' "$log" | cut -c1-200) (log: $log)"
   fi
   rm -rf "$tmp/src" "$tmp/build"
@@ -212,12 +333,15 @@ step_check() {
 
 main() {
   local steps=("$@") s start=$SECONDS
-  [ ${#steps[@]} -gt 0 ] || steps=(apt venv sdist caffe check)
+  if [ ${#steps[@]} -eq 0 ]; then
+    if [ -n "$OFFLINE" ]; then steps=(bundle venv sdist cuda caffe check); else steps=(apt venv sdist cuda caffe check); fi
+  fi
   if [ "${steps[0]}" = key ]; then cache_key; return; fi
+  if [ "${steps[0]}" = sdist-path ]; then sdist_path; return; fi
   for s in "${steps[@]}"; do
     case $s in
-      apt|venv|sdist|caffe|check) "step_$s" ;;
-      *) die setup "unknown step '$s'; steps are: apt venv sdist caffe check key" ;;
+      apt|bundle|venv|sdist|cuda|caffe|check) "step_$s" ;;
+      *) die setup "unknown step '$s'; steps are: apt bundle venv sdist cuda caffe check key sdist-path" ;;
     esac
   done
   say "done in $((SECONDS - start)) s"

@@ -10,7 +10,7 @@ LEVELS = [
     {"layers", "caffemodel", "visual"},
     {"builder", "nets"},
     {"surgery"},
-    {"training", "score", "infer", "squeezenet", "prepare"},
+    {"training", "score", "infer", "squeezenet", "prepare", "bundle"},
     {"reference"},
 ]
 LEVEL = {m: i for i, ms in enumerate(LEVELS) for m in ms}

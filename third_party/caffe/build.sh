@@ -26,8 +26,15 @@ for p in "$here"/patches/*.patch; do
 done
 
 stage "configure"
+# FCN_PREFIX (offline install): the unpacked bundle that holds the libraries.
+# FCN_CUDA_HOME, FCN_CUDA_ARCHS (GPU build): the CUDA toolkit and the GPU architectures.
+cuda=()
+if [ -n "${FCN_CUDA_HOME:-}" ]; then
+  cuda=(-DFCN_CUDA=ON -DCMAKE_CUDA_COMPILER="$FCN_CUDA_HOME/bin/nvcc"
+        -DCUDAToolkit_ROOT="$FCN_CUDA_HOME" -DCMAKE_CUDA_ARCHITECTURES="$FCN_CUDA_ARCHS")
+fi
 cmake -S "$here" -B "$build" -DCAFFE_SRC="$src" -DPython3_EXECUTABLE="$python" \
-  -DCMAKE_BUILD_TYPE=Release
+  -DCMAKE_BUILD_TYPE=Release ${FCN_PREFIX:+-DFCN_PREFIX="$FCN_PREFIX"} "${cuda[@]}"
 
 stage "compile with $(nproc) jobs"
 cmake --build "$build" -j "$(nproc)"
@@ -43,4 +50,7 @@ find "$pkg" -name __pycache__ -prune -exec rm -rf {} +
 cp "$build/python/caffe_pb2.py" "$pkg/proto/caffe_pb2.py"
 touch "$pkg/proto/__init__.py"
 cp "$build"/_caffe*.so "$pkg/"
+# What this build can do, for the project's device choice (cli.py).
+printf '{"cuda": %s, "cuda_archs": "%s"}\n' "$([ ${#cuda[@]} -gt 0 ] && echo true || echo false)" \
+  "${FCN_CUDA_ARCHS:-}" >"$pkg/fcn_build.json"
 stage "done"
