@@ -4,9 +4,11 @@ user input made at the edge, before any long work starts.
 
 Import this module before caffe: glog reads GLOG_minloglevel when Caffe loads.
 """
+import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,11 +38,61 @@ def run(main, argv=None, prog=None):
         return 130
 
 
-def require_cpu(gpu):
-    """This Caffe is built CPU-only; asking Caffe for a GPU would abort the process."""
+def add_device_flags(parser):
+    parser.add_argument("--gpu", type=int, metavar="N",
+                        help="run on GPU N (a CUDA build of Caffe; by default GPU 0 when "
+                             "the build has CUDA and a GPU answers)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is")
+
+
+def build_info():
+    """What the installed Caffe was built with: caffe/fcn_build.json, written by
+    third_party/caffe/build.sh ({"cuda": false} for builds older than that file)."""
+    import importlib.util
+    spec = importlib.util.find_spec("caffe")
+    info = Path(spec.origin).parent / "fcn_build.json" if spec and spec.origin else None
+    try:
+        return json.loads(info.read_text())
+    except (AttributeError, OSError, ValueError):
+        return {"cuda": False}
+
+
+def visible_gpus():
+    """Names of the NVIDIA GPUs that answer (nvidia-smi), in CUDA's order."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [l.strip() for l in out.stdout.splitlines() if l.strip()] if out.returncode == 0 else []
+
+
+def use_device(gpu=None, cpu=False):
+    """Put Caffe on the device a command runs on and return the line saying which:
+    --cpu the CPU; --gpu N that GPU (refused in one line on a CPU build or when there
+    is no GPU N; asking Caffe would abort the process); else GPU 0 when the build has
+    CUDA and a GPU answers, the CPU otherwise."""
+    if gpu is not None and cpu:
+        raise UserError(f"--gpu {gpu} and --cpu: give one of them")
+    cuda = bool(build_info().get("cuda"))
+    gpus = visible_gpus() if cuda and not cpu else []
     if gpu is not None:
-        raise UserError(f"--gpu {gpu}: this Caffe is built CPU-only (see "
-                        "third_party/caffe/README.md); run without --gpu")
+        if not cuda:
+            raise UserError(f"--gpu {gpu}: this Caffe is built CPU-only; run without --gpu, "
+                            "or build for CUDA with 'FCN_GPU=1 make setup' (README: GPU)")
+        if not 0 <= gpu < len(gpus):
+            raise UserError(f"--gpu {gpu}: {len(gpus)} GPU(s) answer here"
+                            + (f" (ids 0..{len(gpus) - 1})" if gpus else "; run with --cpu"))
+    elif gpus:
+        gpu = 0
+    import caffe
+    if gpu is None:
+        caffe.set_mode_cpu()
+        why = " (--cpu)" if cpu else "" if not cuda else " (no GPU answers)"
+        return f"device: CPU{why}"
+    caffe.set_device(gpu)
+    caffe.set_mode_gpu()
+    return f"device: GPU {gpu} ({gpus[gpu]})"
 
 
 def finite(flag, value, low=None, high=None, low_open=False, high_open=False):

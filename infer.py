@@ -1,6 +1,6 @@
 """Segment images with a model of the zoo.
 
-    python infer.py IMAGE_OR_DIR... [--model voc-fcn8s] [--weights W] [--out DIR] [--gpu N]
+    python infer.py IMAGE_OR_DIR... [--model voc-fcn8s] [--weights W] [--out DIR] [--gpu N | --cpu]
 
 For each image writes <stem>.png (a palette PNG of class indices, VOC colours)
 and <stem>_overlay.jpg (the image with the classes blended in), and prints the
@@ -187,7 +187,6 @@ class Segmenter:
     """A deploy net with weights, reshaped only when the input size changes."""
 
     def __init__(self, model, weights):
-        import caffe
         import caffemodel
         import surgery
         from google.protobuf import text_format
@@ -202,7 +201,6 @@ class Segmenter:
         caffemodel.read_shapes(weights)
         path = model.dir / "deploy.prototxt"
         self.proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
-        caffe.set_mode_cpu()
         self.net = surgery.load_net(path, weights)
         self.estimate = memory_model(self.net, self.proto, self.inputs)
         self.shape = None
@@ -283,9 +281,9 @@ def main(argv=None):
     p.add_argument("--model", default="voc-fcn8s", help="a model directory (default voc-fcn8s)")
     p.add_argument("--weights", help="caffemodel (default: the model's released weights)")
     p.add_argument("--out", help="output folder (default: out/infer/<model>)")
-    p.add_argument("--gpu", type=int, help="GPU id (this Caffe is CPU-only; refused)")
+    cli.add_device_flags(p)
     args = p.parse_args(argv)
-    cli.require_cpu(args.gpu)
+    device = cli.use_device(args.gpu, args.cpu)
 
     import nets
     from datasets import head_classes
@@ -294,6 +292,7 @@ def main(argv=None):
     images = expand_inputs(args.images)
     out = cli.output_dir(args.out or REPO / "out" / "infer" / model.name, "--out")
     check_outputs(model, images, out)
+    print(device, flush=True)
     seg = Segmenter(model, weights)
     classes = {h.suffix: head_classes(model.eval.dataset, h.label) for h in model.heads}
     first_classes = classes[model.heads[0].suffix]

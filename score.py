@@ -126,9 +126,10 @@ def main(argv=None):
     p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/)")
     p.add_argument("--save-dir", help="also write each prediction as a palette PNG here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    cli.add_device_flags(p)
     args = p.parse_args(argv)
+    device = cli.use_device(args.gpu, args.cpu)
 
-    import caffe
     import caffemodel
     import surgery
     from datasets import head_classes
@@ -139,7 +140,7 @@ def main(argv=None):
         cli.output_dir(args.save_dir, "--save-dir")
     caffemodel.read_shapes(weights)          # missing / damaged: one line, before any work
     proto = model.data_net("eval", args.split, args.data_root)
-    caffe.set_mode_cpu()
+    print(device, file=sys.stderr if args.json else sys.stdout, flush=True)
     net = surgery.load_net(proto, weights)
     n = len(net.layers[0].ids)
     split = json.loads(proto.layer[0].python_param.param_str)["split"]

@@ -1,6 +1,6 @@
 """Training behind every model directory's solve.py.
 
-    python voc-fcn8s/solve.py [--gpu N] [--weights W] [--iters N] [--test-interval N]
+    python voc-fcn8s/solve.py [--gpu N | --cpu] [--weights W] [--iters N] [--test-interval N]
                               [--data-root R] [--out D] [--resume SOLVERSTATE]
 
 As in the release: start from the model's initialisation (the classifier's FCN
@@ -39,7 +39,7 @@ ESTIMATE_AFTER = 10       # iterations timed before the estimate of the whole ru
 
 def parse_args(name, argv):
     p = argparse.ArgumentParser(prog=f"{name}/solve.py", description=f"Train {name}.")
-    p.add_argument("--gpu", type=int, help="GPU id (this Caffe is CPU-only; refused)")
+    cli.add_device_flags(p)
     p.add_argument("--weights", help="initial weights (default: the model's initialisation; "
                                      "two comma-separated files for late fusion)")
     p.add_argument("--iters", type=int, default=100000, help="train until this iteration")
@@ -170,7 +170,6 @@ def make_solver(model, out, display, base_lr=None, momentum=None, data_root=None
         s.momentum = momentum
     path = out / "solver.prototxt"
     path.write_text(str(s))
-    caffe.set_mode_cpu()
     return caffe.SGDSolver(str(path))
 
 
@@ -374,7 +373,7 @@ class TrainingProgress(Progress):
 
 def check_args(args, model):
     """Every flag checked before any work; returns (output folder, scoring interval)."""
-    cli.require_cpu(args.gpu)
+    args.device = cli.use_device(args.gpu, args.cpu)   # refused here, said once work starts
     for flag in ("iters", "test_interval", "display"):
         v = getattr(args, flag)
         if v is not None and v < 1:
@@ -435,6 +434,7 @@ def train(name, argv):
     for path, _ in weights or []:
         caffemodel.read_shapes(path)           # missing or damaged: say so before building nets
 
+    print(args.device, flush=True)
     solver = make_solver(model, out, args.display, args.base_lr, args.momentum, args.data_root)
     if args.resume:
         check_state_fits(args.resume, state, solver.net, name)

@@ -33,7 +33,8 @@ def test_infer_the_voc_demo_image(shared_data, alexnet_weights, tmp_path):
     r = run("infer.py", shared_data / "voc-demo/image.jpg", "--model", "voc-fcn-alexnet",
             "--weights", alexnet_weights, "--out", tmp_path / "o", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    line = r.stdout.splitlines()[0]
+    device, line = r.stdout.splitlines()[:2]
+    assert device.startswith("device: ")          # the first line names the device
     assert line.startswith(str(shared_data / "voc-demo/image.jpg") + ": 334x500, ")
     assert " s: " in line and "%" in line
     png = Image.open(tmp_path / "o/image.png")

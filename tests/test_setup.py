@@ -99,3 +99,13 @@ def test_cache_key_follows_the_build_inputs(tmp_path):
     assert changed != key
     (copy / "third_party/caffe/patches/9999-new.patch").write_text("x")
     assert run_setup("key", repo=copy).stdout.strip() not in (key, changed)
+
+
+def test_gpu_build_choice():
+    """FCN_GPU=0 forces the CPU build, a value other than 0/1 is one line; with no GPU
+    answering and FCN_GPU unset, the build is the CPU one (and the key is unchanged)."""
+    r = run_setup("cuda", FCN_GPU="0")
+    assert r.returncode == 0 and "cuda: CPU build" in r.stdout, r.stderr
+    assert "FCN_GPU=yes" in one_error_line(run_setup("cuda", FCN_GPU="yes"), "setup")
+    if shutil.which("nvidia-smi") is None:
+        assert run_setup("key").stdout == run_setup("key", FCN_GPU="0").stdout

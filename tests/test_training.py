@@ -222,6 +222,7 @@ def test_ctrl_c_or_sigterm_writes_a_snapshot_and_exits(sig, fixture_data, alexne
     ("voc-fcn32s", [], "python surgery.py vgg16"),
     ("nyud-fcn32s-color-hha", [], "missing initial weights for the nyud-fcn32s-color stream"),
     ("voc-fcn-alexnet", ["--gpu", "0"], "CPU-only"),
+    ("voc-fcn-alexnet", ["--gpu", "0", "--cpu"], "give one of them"),
     ("voc-fcn-alexnet", ["--weights", "/nope.caffemodel"], "weights file not found"),
     ("voc-fcn-alexnet", ["--iters", "0"], "--iters must be at least 1"),
     ("voc-fcn-alexnet", ["--resume", "/nope.solverstate"], "not found"),
