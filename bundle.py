@@ -22,6 +22,7 @@ Standard library only: it runs under the target's Python before any .venv exists
 import argparse
 import fnmatch
 import hashlib
+import io
 import json
 import lzma
 import os
@@ -125,10 +126,6 @@ def check_manifest(manifest):
 # Writing and reading the archive
 
 
-def digest(path):
-    return files.checksum(path)
-
-
 def list_tree(top):
     """{relative posix path: {"size", "sha256"} or {"link": target}} of a folder."""
     out = {}
@@ -141,7 +138,7 @@ def list_tree(top):
             if p.is_symlink():
                 out[rel] = {"link": os.readlink(p)}
             else:
-                out[rel] = {"size": p.stat().st_size, "sha256": digest(p),
+                out[rel] = {"size": p.stat().st_size, "sha256": files.checksum(p),
                             "exec": bool(p.stat().st_mode & 0o111)}
     return out
 
@@ -156,7 +153,6 @@ def write_archive(staging, meta, out):
         with tarfile.open(tmp, "w:xz", preset=6) as t:
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mtime = len(data), int(time.time())
-            import io
             t.addfile(info, io.BytesIO(data))
             for rel in sorted(manifest["files"]):
                 t.add(Path(staging, rel), arcname=rel, recursive=False)
@@ -164,7 +160,7 @@ def write_archive(staging, meta, out):
     return manifest
 
 
-def inside(dest, rel, link=None):
+def inside(rel, link=None):
     """True when member ``rel`` (and the target of ``link`` beside it) stays in ``dest``."""
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or not p.parts:
@@ -189,7 +185,7 @@ def unpack(archive, cache):
     archive = Path(archive)
     if not archive.is_file():
         raise BundleError(f"FCN_BUNDLE={archive}: no such file")
-    sha = digest(archive)
+    sha = files.checksum(archive)
     dest = Path(cache) / sha[:16]
     stamp = dest / ".complete"
     if stamp.is_file():
@@ -203,10 +199,9 @@ def unpack(archive, cache):
         manifest = extract(archive, tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         write_paths_cmake(tmp, dest, manifest)
-        stamp_text = f"{sha}\n"
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
-        (dest / ".complete").write_text(stamp_text)
+        (dest / ".complete").write_text(f"{sha}\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -236,7 +231,7 @@ def extract(archive, dest):
                     raise BundleError(f"{archive} has a member its manifest does not list: "
                                       f"{m.name!r}; not using it")
                 link = m.linkname if m.issym() else None
-                if not inside(dest, m.name, link) or m.islnk() or \
+                if not inside(m.name, link) or m.islnk() or \
                         not (m.isfile() or m.issym()):
                     raise BundleError(f"{archive}: member {m.name!r} points outside the "
                                       "bundle; not using it")
@@ -265,7 +260,7 @@ def extract(archive, dest):
                                   f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}"
                                   " (listed in its manifest); the bundle is incomplete, "
                                   "copy it again")
-            if not files_rest_is_padding(t):
+            if not files.tar_rest_is_padding(t):
                 raise BundleError(f"{archive} is damaged after its last member")
     except (tarfile.TarError, EOFError, lzma.LZMAError, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
@@ -273,11 +268,6 @@ def extract(archive, dest):
         raise BundleError(f"{archive} is damaged ({type(e).__name__}: {e}); copy it "
                           "again") from None
     return manifest
-
-
-def files_rest_is_padding(t):
-    t.fileobj.seek(t.offset)
-    return all(block.count(0) == len(block) for block in iter(lambda: t.fileobj.read(1 << 20), b""))
 
 
 def write_paths_cmake(tmp, dest, manifest):
@@ -492,7 +482,7 @@ def stage_debs(staging, work):
         sh("dpkg-deb", "-x", deb, root)
         name, version = deb.name.split("_")[:2]
         record.append({"package": name, "version": version.replace("%3a", ":"),
-                       "file": deb.name, "sha256": digest(deb)})
+                       "file": deb.name, "sha256": files.checksum(deb)})
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for n in filenames + dirnames:
             p = Path(dirpath, n)
@@ -530,7 +520,7 @@ def stage_boost(staging, work):
         shutil.copytree(dl / "tree/libs" / lib / "src", staging / "boost/libs" / lib / "src",
                         ignore=shutil.ignore_patterns("numpy", "win32", "fabscript"))
     shutil.copy(dl / "tree/LICENSE_1_0.txt", staging / "boost/LICENSE_1_0.txt")
-    return {"package": BOOST_SOURCE, "version": version, "dsc_sha256": digest(dsc)}
+    return {"package": BOOST_SOURCE, "version": version, "dsc_sha256": files.checksum(dsc)}
 
 
 PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64",
@@ -570,7 +560,7 @@ def create(out, sdist, python, pythons=(), cuda=False, work_root=None):
     sdist_env = dict(line.split("=", 1) for line in
                      (ROOT / "third_party/caffe/sdist.env").read_text().splitlines()
                      if "=" in line and not line.startswith("#"))
-    if not Path(sdist).is_file() or digest(sdist) != sdist_env["SDIST_SHA256"]:
+    if not Path(sdist).is_file() or files.checksum(sdist) != sdist_env["SDIST_SHA256"]:
         raise BundleError(f"{sdist} is not the verified {sdist_env['SDIST_FILE']}; run "
                           "'make setup' first")
     arch = sh("dpkg-architecture", "-qDEB_HOST_MULTIARCH").strip() \
@@ -592,7 +582,7 @@ def create(out, sdist, python, pythons=(), cuda=False, work_root=None):
                 "pythons": list(pythons), "cuda": cuda}
         write_archive(staging, meta, out)
     size = out.stat().st_size / 2 ** 20
-    say(f"{out}  {size:.1f} MB  sha256 {digest(out)}")
+    say(f"{out}  {size:.1f} MB  sha256 {files.checksum(out)}")
     if size > MAX_MB:
         say(f"note: {size:.1f} MB is more than {MAX_MB} MB (the compiled wheels or CUDA "
             "wheels asked for make it larger)")

@@ -27,3 +27,14 @@ def checksum(path, algo="sha256"):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def tar_rest_is_padding(t):
+    """True when nothing but zero blocks follows the last member tarfile read: it
+    stops silently at a damaged header in the middle of an archive. Reading to the
+    end also makes gzip check its CRC and length."""
+    t.fileobj.seek(t.offset)
+    for block in iter(lambda: t.fileobj.read(1 << 20), b""):
+        if block.count(0) != len(block):
+            return False
+    return True

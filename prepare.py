@@ -190,17 +190,6 @@ def safe_target(dest, name, prefix):
     return dest.joinpath(*rel.parts)
 
 
-def tar_rest_is_padding(t):
-    """True when nothing but zero blocks follows the last member tarfile read: it
-    stops silently at a damaged header in the middle of an archive. Reading to the
-    end also makes gzip check its CRC and length."""
-    t.fileobj.seek(t.offset)
-    for block in iter(lambda: t.fileobj.read(1 << 20), b""):
-        if block.count(0) != len(block):
-            return False
-    return True
-
-
 def unpack(archive, dest, strip=""):
     """Unpack a .tar(.gz) or .zip into ``dest`` minus the member prefix ``strip``.
     A stamp file, written only after every member was read and checked, makes a
@@ -240,7 +229,7 @@ def unpack(archive, dest, strip=""):
                         if out.tell() != m.size:
                             raise EOFError(f"{m.name} ends after {out.tell()} of {m.size} bytes")
                     count += 1
-                if not tar_rest_is_padding(t):
+                if not files.tar_rest_is_padding(t):
                     raise tarfile.ReadError(f"a damaged header after member {len(members)} "
                                             f"(byte {t.offset})")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile,
