@@ -303,3 +303,14 @@ def test_camvid_solver(name):
     assert list(s.test_iter) == [101]
     train = parse(f"{name}/train.prototxt")
     assert [l.loss_param.normalize for l in train.layer if l.type == "SoftmaxWithLoss"] == [True]
+
+
+def test_prototxt_text_is_the_same_under_every_protobuf():
+    """nets.to_text, not str(msg): protobuf 7 orders fields by number and writes 1.0
+    where 4.x wrote 1, so under it every committed file looked stale (the offline
+    suite on Python 3.12 with protobuf 7.36 found that)."""
+    from caffe.proto import caffe_pb2
+    s = caffe_pb2.SolverParameter(test_initialization=False, test_interval=5, base_lr=1e-10,
+                                  momentum=0.99, weight_decay=1.0, snapshot_prefix='a"b')
+    assert nets.to_text(s) == ('test_interval: 5\ntest_initialization: false\nbase_lr: 1e-10\n'
+                               'momentum: 0.99\nweight_decay: 1\nsnapshot_prefix: "a\\"b"\n')
