@@ -16,6 +16,7 @@ class Dataset:
     splits: Dict[str, int]           # split name -> number of images
     mean: Optional[Tuple[float, ...]] = None   # BGR mean subtracted from images
     classes: Tuple[str, ...] = ()              # names in model output order
+    size: Tuple[int, int] = (375, 500)         # a typical image (H, W): timing estimates
     extra: Dict[str, object] = field(default_factory=dict)
 
 
@@ -56,11 +57,12 @@ DATASETS = {d.name: d for d in [
     # NYUDv2 with Gupta et al.'s 40-class labels and HHA; trainval = train + val.
     Dataset("nyud", "NYUDSegDataLayer", "nyud",
             {"train": 381, "val": 414, "trainval": 795, "test": 654},
-            (116.190, 97.203, 92.318), NYUD_CLASSES,
+            (116.190, 97.203, 92.318), NYUD_CLASSES, (425, 560),
             extra={"hha_mean": (132.431, 94.076, 118.477), "depth_mean": 7.844}),
     # SIFT Flow: 33 semantic classes and 3 geometric classes.
     Dataset("siftflow", "SIFTFlowSegDataLayer", "sift-flow",
             {"trainval": 2486, "test": 200}, (114.578, 115.294, 108.353), SIFTFLOW_CLASSES,
+            (256, 256),
             extra={"geo_classes": SIFTFLOW_GEO_CLASSES}),
     # PASCAL-Context, 59 most frequent classes + background, on VOC2010 images.
     Dataset("pascalcontext", "PASCALContextSegDataLayer", "pascal/VOC2010",
@@ -68,7 +70,7 @@ DATASETS = {d.name: d for d in [
             extra={"context_dir": "pascal-context"}),
     # CamVid as split for SegNet (11 classes, 11 = void), for CPU-scale runs.
     Dataset("camvid", "CamVidSegDataLayer", "camvid",
-            {"train": 367, "val": 101, "test": 233}, PASCAL_MEAN, CAMVID_CLASSES),
+            {"train": 367, "val": 101, "test": 233}, PASCAL_MEAN, CAMVID_CLASSES, (360, 480)),
 ]}
 
 

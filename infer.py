@@ -243,8 +243,8 @@ def default_weights(model):
         return found
     released = model.released_weights
     if released:
-        raise cli.UserError(f"no weights for {model.name}: download {model.caffemodel_url} to "
-                            f"{released.relative_to(REPO)} (or pass --weights)")
+        raise cli.UserError(f"no weights for {model.name}: get the released ones with 'python "
+                            f"prepare.py get weights {model.name}' (or pass --weights)")
     raise cli.UserError(f"no weights for {model.name}: none are released; train it "
                         f"(python {model.name}/solve.py) or pass --weights")
 

@@ -71,8 +71,6 @@ def float_text(v, single):
     return s.replace("e-0", "e-").replace("e+0", "e+")
 
 
-
-
 # ---------------------------------------------------------------------------
 # The zoo
 
@@ -100,6 +98,7 @@ class Model:
     # ("streams", (a, b)) = one trained model per stream of a late-fusion net.
     init_from: Tuple = ("classifier", "vgg16")
     test_interval: int = 4000                # solve.py scores this often (the release's step)
+    train_iters: int = 100000                # solve.py trains this long (the release's loop)
 
     @property
     def released_weights(self):
@@ -173,18 +172,19 @@ VOC = dict(train=Data("sbdd", "train"), eval=Data("voc", "seg11valid"),
            files=("train.prototxt", "val.prototxt"))
 NYUD = dict(train=Data("nyud", "trainval"), eval=Data("nyud", "test"),
             files=("trainval.prototxt", "test.prototxt"), heads=heads("nyud"),
-            max_iter=300000, snapshot=2000, test_interval=2000)
+            max_iter=300000, snapshot=2000, test_interval=2000)     # release: 50 x 2000
 SIFTFLOW = dict(train=Data("siftflow", "trainval"), eval=Data("siftflow", "test"),
                 files=("trainval.prototxt", "test.prototxt"),
                 heads=heads("siftflow", ("_sem", "sem"), ("_geo", "geo")),
-                max_iter=300000, snapshot=None)
+                max_iter=300000, snapshot=None, test_interval=2000)          # release: 50 x 2000
 CONTEXT = dict(train=Data("pascalcontext", "train"), eval=Data("pascalcontext", "val"),
                files=("train.prototxt", "val.prototxt"), heads=heads("pascalcontext"),
-               max_iter=300000)
+               max_iter=300000, test_interval=8000, train_iters=400000)     # release: 50 x 8000
 CAMVID = dict(train=Data("camvid", "train"), eval=Data("camvid", "val"),
               files=("train.prototxt", "val.prototxt"), heads=heads("camvid"),
               backbone="squeezenet", init_from=("classifier", "squeezenet"), normalize=True,
-              base_lr=1e-3, momentum=0.9, max_iter=20000, test_interval=1000, snapshot=1000)
+              base_lr=1e-3, momentum=0.9, max_iter=20000, test_interval=1000, snapshot=1000,
+              train_iters=20000)
 DL = "http://dl.caffe.berkeleyvision.org/"
 
 MODELS = {m.name: m for m in [
@@ -194,6 +194,7 @@ MODELS = {m.name: m for m in [
     Model("voc-fcn8s", **VOC, stride=8, base_lr=1e-14,
           caffemodel_url=DL + "fcn8s-heavy-pascal.caffemodel", init_from=("model", "voc-fcn16s")),
     Model("voc-fcn8s-atonce", **{**VOC, "max_iter": 300000}, stride=8, atonce=True,
+          train_iters=300000,                                               # release: 75 x 4000
           base_lr=1e-10, caffemodel_url=DL + "fcn8s-atonce-pascal.caffemodel"),
     Model("voc-fcn-alexnet", **VOC, backbone="caffenet", normalize=True,
           base_lr=1e-4, momentum=0.9, iter_size=20,
@@ -237,8 +238,7 @@ class Classifier:
     backbone: str
     proto: str
     weights: str
-    url: Optional[str]
-    sha1: Optional[str]
+    url: Optional[str]                       # its checksums: downloads.KNOWN
     input_hw: Tuple[int, int]
     fcn_init: str                            # what surgery.py makes from it
 
@@ -248,7 +248,7 @@ class Classifier:
 
     def how_to_get(self):
         if self.url:
-            return f"download {self.url} (sha1 {self.sha1}) to {self.dir.name}/{self.weights}"
+            return f"get it with 'python prepare.py get weights {self.backbone}'"
         return (f"make {self.dir.name}/{self.weights} with 'python squeezenet.py' (it decodes "
                 "the compressed SqueezeNet in the shared data)")
 
@@ -256,15 +256,13 @@ class Classifier:
 CLASSIFIERS = {c.backbone: c for c in [
     Classifier("vgg16", "VGG_ILSVRC_16_layers_deploy.prototxt", "VGG_ILSVRC_16_layers.caffemodel",
                "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
-               "VGG_ILSVRC_16_layers.caffemodel",
-               "9363e1f6d65f7dba68c4f27a1e62105cdf6c4e24", (224, 224), "vgg16-fcn.caffemodel"),
+               "VGG_ILSVRC_16_layers.caffemodel", (224, 224), "vgg16-fcn.caffemodel"),
     Classifier("caffenet", "bvlc_reference_caffenet_deploy.prototxt",
                "bvlc_reference_caffenet.caffemodel",
-               DL + "bvlc_reference_caffenet.caffemodel",
-               "4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46", (227, 227), "caffenet-fcn.caffemodel"),
+               DL + "bvlc_reference_caffenet.caffemodel", (227, 227), "caffenet-fcn.caffemodel"),
     # No download: squeezenet.py decodes the Deep Compression file in ../shared/data.
     Classifier("squeezenet", "squeezenet_v1.0_deploy.prototxt", "squeezenet_v1.0.caffemodel",
-               None, None, (227, 227), "squeezenet-fcn.caffemodel"),
+               None, (227, 227), "squeezenet-fcn.caffemodel"),
 ]}
 
 

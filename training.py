@@ -42,7 +42,8 @@ def parse_args(name, argv):
     cli.add_device_flags(p)
     p.add_argument("--weights", help="initial weights (default: the model's initialisation; "
                                      "two comma-separated files for late fusion)")
-    p.add_argument("--iters", type=int, default=100000, help="train until this iteration")
+    p.add_argument("--iters", type=int, help="train until this iteration (default: the "
+                                              "release's count for the model)")
     p.add_argument("--test-interval", type=int, help="score every N iterations")
     p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/; "
                                        "see layers.data_root)")
@@ -72,7 +73,8 @@ def main(argv=None, model_dir=None):
 
 def missing_trained(source):
     m = source.released_weights
-    got = f" or put the released weights ({source.caffemodel_url}) at {rel(m)}" if m else ""
+    got = (f", or get the released weights with 'python prepare.py get weights {source.name}'"
+           if m else "")
     return (f"train {source.name} first (python {source.name}/solve.py writes "
             f"{rel(source.our_weights)}){got}")
 
@@ -105,9 +107,11 @@ def initial_weights(model, given):
         c = nets.CLASSIFIERS[what]
         path = c.dir / c.fcn_init
         if not path.is_file():
-            raise cli.UserError(
-                f"missing initial weights {rel(path)}: make them with 'python surgery.py {what}' "
-                f"from {rel(c.dir / c.weights)} ({c.how_to_get()})")
+            make = (f"'python prepare.py get weights {what}' downloads the classifier and makes "
+                    "them" if c.url else
+                    f"make them with 'python surgery.py {what}' from {rel(c.dir / c.weights)} "
+                    f"({c.how_to_get()})")
+            raise cli.UserError(f"missing initial weights {rel(path)}: {make}")
         return [(path, kind)]
     source = nets.MODELS[what]
     path = source.weights()
@@ -425,6 +429,8 @@ def train(name, argv):
                             f"(models: {', '.join(nets.MODELS)})")
     args = parse_args(name, argv)
     model = nets.MODELS[name]
+    if args.iters is None:
+        args.iters = model.train_iters
     out, interval = check_args(args, model)
     state = read_solverstate(args.resume) if args.resume else None
     if state is not None and state.iter >= args.iters:

@@ -1,14 +1,12 @@
 """Data layers, download/derive/check, on fixture datasets in the real formats and
 on the real shared data."""
 import gzip
-import http.server
 import io
 import json
-import socket
+import os
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +19,9 @@ import caffe
 from caffe import layers as L
 
 import cli
+import downloads
 import fixtures
+from loopback import RangeHandler, server, tar_of  # noqa: F401  (server: a fixture)
 import layers
 import nets
 import prepare
@@ -286,68 +286,17 @@ def test_unknown_dataset_is_one_line(capsys):
 # Download: a loopback server, never the network
 
 
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    files = {}
-    ranges = []
-    cut = {}          # path -> bytes sent before the connection is closed (Content-Length full)
-
-    def do_GET(self):
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        if self.path in self.cut and not self.headers.get("Range"):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[:self.cut[self.path]])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        if rng:
-            self.ranges.append(rng)
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(body):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        self.wfile.write(body[start:])
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    RangeHandler.files, RangeHandler.ranges, RangeHandler.cut = {}, [], {}
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-def tar_of(folder, prefix):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        t.add(folder, arcname=prefix)
-    return buf.getvalue()
-
-
-def md5(b):
+def record(monkeypatch, tmp_path, table, algo="md5"):
+    """Put {url: body} on record through $FCN_CHECKSUMS (size and one hash)."""
     import hashlib
-    return "md5:" + hashlib.md5(b).hexdigest()
+    path = tmp_path / "checksums.json"
+    path.write_text(json.dumps({u: {"size": len(b), algo: hashlib.new(algo, b).hexdigest()}
+                                for u, b in table.items()}))
+    monkeypatch.setenv("FCN_CHECKSUMS", str(path))
 
 
-def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, capsys):
+def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, capsys,
+                                                           monkeypatch):
     httpd, url = server
     src = tmp_path / "src"
     rng = np.random.default_rng(1)
@@ -363,15 +312,16 @@ def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, ca
     (root / "downloads").mkdir(parents=True)
     (root / "downloads/VOCtrainval_25-May-2011.tar.part").write_bytes(voc_tar[:len(voc_tar) // 2])
 
-    srcs = {d: [prepare.Source(f"{url}/{s.filename}", md5(RangeHandler.files["/" + s.filename]),
-                               s.dest, s.strip) for s in prepare.SOURCES[d]]
+    srcs = {d: [prepare.Source(f"{url}/{s.filename}", s.dest, s.strip) for s in prepare.SOURCES[d]]
             for d in ("sbdd", "voc")}
+    record(monkeypatch, tmp_path, {s.url: RangeHandler.files["/" + s.filename]
+                                   for d in srcs.values() for s in d})
     prepare.get("sbdd", root, srcs["sbdd"])
     prepare.get("voc", root, srcs["voc"])
     out = capsys.readouterr()
     assert RangeHandler.ranges == [f"bytes={len(voc_tar) // 2}-"]
     assert (root / "downloads/VOCtrainval_25-May-2011.tar").read_bytes() == voc_tar
-    assert "resuming" in out.out and "md5 verified" in out.out
+    assert "resuming" in out.out and "size and md5 match the record" in out.out
     assert "%" in out.err                                   # the progress bar
     assert (root / "sbdd/dataset/cls/2008_000010.mat").is_file()
     assert (root / "pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read_text().split() \
@@ -381,18 +331,52 @@ def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, ca
     assert "already unpacked" in capsys.readouterr().out and len(RangeHandler.ranges) == 1
 
 
-def test_download_with_a_wrong_checksum_is_refused(server, tmp_path):
+def test_download_with_a_wrong_checksum_is_refused(server, tmp_path, monkeypatch):
     httpd, url = server
     RangeHandler.files = {"/a.tar": b"x" * 1000}
-    with pytest.raises(layers.DataError, match="checksum mismatch for a.tar"):
-        prepare.download(f"{url}/a.tar", tmp_path / "a.tar", "md5:" + "0" * 32)
+    record(monkeypatch, tmp_path, {f"{url}/a.tar": b"y" * 1000})
+    with pytest.raises(downloads.DownloadError, match="checksum mismatch for a.tar.* md5 "):
+        downloads.download(f"{url}/a.tar", tmp_path / "a.tar")
     assert not (tmp_path / "a.tar").exists() and not (tmp_path / "a.tar.part").exists()
+
+
+def test_a_download_with_nothing_on_record_needs_trust_and_prints_its_hash(server, tmp_path,
+                                                                          capsys):
+    import hashlib
+    httpd, url = server
+    body = b"new file" * 100
+    RangeHandler.files = {"/new.bin": body}
+    sha = hashlib.sha256(body).hexdigest()
+    with pytest.raises(downloads.DownloadError, match=f"nothing on record .*{sha}.*"
+                                                      "--trust-new-downloads"):
+        downloads.download(f"{url}/new.bin", tmp_path / "new.bin")
+    assert (tmp_path / "new.bin.part").read_bytes() == body       # kept, not fetched again
+    assert not (tmp_path / "new.bin").exists()
+    downloads.download(f"{url}/new.bin", tmp_path / "new.bin", trust_new=True)
+    assert (tmp_path / "new.bin").read_bytes() == body
+    assert f"size {len(body)}, sha256 {sha}" in capsys.readouterr().out
+    downloads.download(f"{url}/new.bin", tmp_path / "new.bin")   # accepted before: kept
+
+
+def test_the_record_knows_the_publishers_hashes():
+    vgg = nets.CLASSIFIERS["vgg16"].url
+    assert downloads.recorded(vgg).sha1 == "9363e1f6d65f7dba68c4f27a1e62105cdf6c4e24"
+    for src in prepare.SOURCES["voc"] + prepare.SOURCES["sbdd"]:
+        assert downloads.recorded(src.url).md5
+
+
+@pytest.mark.parametrize("text", ["not json", '["a list"]', '{"http://x/a": {"sha512": "1"}}'])
+def test_a_bad_checksums_file_is_one_line(text, tmp_path, monkeypatch):
+    (tmp_path / "c.json").write_text(text)
+    monkeypatch.setenv("FCN_CHECKSUMS", str(tmp_path / "c.json"))
+    with pytest.raises(downloads.DownloadError, match=r"^\$FCN_CHECKSUMS .*c.json: "):
+        downloads.recorded("http://x/a")
 
 
 def test_download_failure_is_one_line(server, tmp_path):
     httpd, url = server
-    with pytest.raises(layers.DataError, match="HTTP 404"):
-        prepare.download(f"{url}/missing.tar", tmp_path / "m.tar")
+    with pytest.raises(downloads.DownloadError, match="HTTP 404"):
+        downloads.download(f"{url}/missing.tar", tmp_path / "m.tar")
 
 
 def test_unpack_refuses_members_outside_the_folder(tmp_path):
@@ -416,22 +400,24 @@ def test_each_dataset_readme_names_its_sources_and_checksums(dataset):
     for src in prepare.SOURCES[dataset]:
         if src.archive:
             assert src.url in text, src.url
-            if src.checksum:
-                assert src.checksum.split(":")[1] in text
+            if downloads.recorded(src.url).md5:
+                assert downloads.recorded(src.url).md5 in text
 
 
-def test_a_connection_closed_early_keeps_the_part_and_resumes(server, tmp_path):
+def test_a_connection_closed_early_keeps_the_part_and_resumes(server, tmp_path, monkeypatch):
     """1 MB of a 3 MB file, then the server hangs up: nothing is renamed into place;
     the next run resumes from the part and checks the whole."""
     httpd, url = server
     body = np.random.default_rng(0).bytes(3 << 20)
     RangeHandler.files = {"/big.tar": body}
     RangeHandler.cut = {"/big.tar": 1 << 20}
-    with pytest.raises(layers.DataError, match="stopped at 1.0 of 3.1 MB; run again to resume"):
-        prepare.download(f"{url}/big.tar", tmp_path / "big.tar", md5(body))
+    record(monkeypatch, tmp_path, {f"{url}/big.tar": body}, "sha256")
+    with pytest.raises(downloads.DownloadError,
+                       match="stopped at 1.0 of 3.1 MB; run again to resume"):
+        downloads.download(f"{url}/big.tar", tmp_path / "big.tar")
     assert not (tmp_path / "big.tar").exists()
     assert (tmp_path / "big.tar.part").stat().st_size == 1 << 20
-    prepare.download(f"{url}/big.tar", tmp_path / "big.tar", md5(body))
+    downloads.download(f"{url}/big.tar", tmp_path / "big.tar")
     assert (tmp_path / "big.tar").read_bytes() == body
     assert RangeHandler.ranges == [f"bytes={1 << 20}-"]
 
@@ -470,6 +456,22 @@ def test_prepare_exits_2_with_one_line_on_user_mistakes(server, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and says in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["get", "weights"], "use 'prepare.py get weights NAME...'; names: vgg16, caffenet, voc-fcn32s"),
+    (["check", "weights", "vgg16"], "use 'prepare.py get weights NAME...'"),
+    (["get", "weights", "vgg16", "nyud-fcn32s-color-d"],
+     "'nyud-fcn32s-color-d' has no released weights; weights: vgg16"),
+    (["get", "weights", "squeezenet"], "'squeezenet' has no released weights"),
+    (["get", "weights", "kitti-fcn8s"], "is neither a model nor a classifier"),
+])
+def test_get_weights_mistakes_are_one_line_before_any_download(args, says, tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), *args], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "http_proxy": "http://127.0.0.1:9"})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    assert not (REPO / "ilsvrc-nets/VGG_ILSVRC_16_layers.caffemodel.part").exists()
 
 
 def test_ids_that_leave_the_dataset_folder_are_refused(fixture_root, tmp_path):

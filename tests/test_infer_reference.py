@@ -104,7 +104,7 @@ def fake_png(path, w, h):
     ("memory", "GB available"),
     ("model", "unknown model"),
     ("fit", "does not fit the net"),
-    ("noweights", "download http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel"),
+    ("noweights", "get the released ones with 'python prepare.py get weights voc-fcn8s'"),
     ("hha", "reads hha input"),
 ])
 def test_infer_bad_input_is_one_line(case, says, alexnet_weights, shared_data, tmp_path):

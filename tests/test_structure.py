@@ -6,12 +6,12 @@ import ast
 from conftest import REPO
 
 LEVELS = [
-    {"errors", "files", "progress", "datasets", "cli"},
+    {"errors", "files", "progress", "datasets", "cli", "downloads"},
     {"layers", "caffemodel", "visual"},
     {"builder", "nets"},
     {"surgery"},
     {"training", "score", "infer", "squeezenet", "prepare", "bundle"},
-    {"reference"},
+    {"reference", "reproduce"},
 ]
 LEVEL = {m: i for i, ms in enumerate(LEVELS) for m in ms}
 

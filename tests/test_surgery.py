@@ -195,7 +195,7 @@ def test_surgery_command_makes_the_caffenet_fcn_init(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "surgery.py"), "vgg16", "--weights",
                         str(tmp_path / "none.caffemodel")], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "none.caffemodel" in r.stderr and "VGG_ILSVRC_16_layers.caffemodel" in r.stderr
+    assert "none.caffemodel" in r.stderr and "'python prepare.py get weights vgg16'" in r.stderr
 
     for out, says in [(tmp_path, "is a folder"), (tmp_path / "caffenet.caffemodel/x",
                                                   "is a file, not a folder")]:

@@ -219,7 +219,7 @@ def test_ctrl_c_or_sigterm_writes_a_snapshot_and_exits(sig, fixture_data, alexne
 
 @pytest.mark.parametrize("model,args,says", [
     ("voc-fcn16s", [], "train voc-fcn32s first"),
-    ("voc-fcn32s", [], "python surgery.py vgg16"),
+    ("voc-fcn32s", [], "'python prepare.py get weights vgg16' downloads the classifier"),
     ("nyud-fcn32s-color-hha", [], "missing initial weights for the nyud-fcn32s-color stream"),
     ("voc-fcn-alexnet", ["--gpu", "0"], "CPU-only"),
     ("voc-fcn-alexnet", ["--gpu", "0", "--cpu"], "give one of them"),

@@ -15,6 +15,7 @@ import caffe
 from caffe.proto import caffe_pb2
 
 import builder
+import downloads
 import nets
 from conftest import REPO, fill_random
 from datasets import DATASETS
@@ -263,7 +264,9 @@ def test_ilsvrc_readme_names_each_classifier_source():
     text = (REPO / "ilsvrc-nets/README.md").read_text()
     for c in nets.CLASSIFIERS.values():
         assert c.weights in text and c.proto in text
-        assert (c.url in text and c.sha1 in text) if c.url else "squeezenet.py" in text
+        assert (c.url in text and downloads.recorded(c.url).sha1 in text
+                and f"prepare.py get weights {c.backbone}" in text) if c.url \
+            else "squeezenet.py" in text
 
 
 def test_squeezenet_fcns():
@@ -314,3 +317,16 @@ def test_prototxt_text_is_the_same_under_every_protobuf():
                                   momentum=0.99, weight_decay=1.0, snapshot_prefix='a"b')
     assert nets.to_text(s) == ('test_interval: 5\ntest_initialization: false\nbase_lr: 1e-10\n'
                                'momentum: 0.99\nweight_decay: 1\nsnapshot_prefix: "a\\"b"\n')
+
+
+def test_training_length_and_scoring_follow_the_release_solve_py():
+    """solve.py's defaults (and reproduce.py's stages) run what the release's solve.py
+    loops run: N steps of test_interval iterations, scoring after each."""
+    loops = {"voc": (25, 4000), "nyud": (50, 2000), "siftflow": (50, 2000),
+             "pascalcontext": (50, 8000)}
+    for m in nets.MODELS.values():
+        if m.backbone == "squeezenet":
+            continue
+        steps, interval = (75, 4000) if m.name == "voc-fcn8s-atonce" else \
+            loops[m.train.dataset if m.train.dataset != "sbdd" else "voc"]
+        assert (m.train_iters, m.test_interval) == (steps * interval, interval), m.name

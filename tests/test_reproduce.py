@@ -1,0 +1,226 @@
+"""reproduce.py end to end on fixture data: the datasets' archives and the
+classifier are 'downloaded' from a loopback server acting as the HTTP proxy (the
+real URLs, never the network), checked against a record of their hashes
+($FCN_CHECKSUMS), unpacked and derived; VGG-16 goes through surgery; the staged
+nets train (a few iterations each, --test-iters) and are scored; the table is
+written. reproduce.py keeps weights in its repository, so these tests run a copy
+of the code and the committed nets (no weights, no outputs) in a temporary folder.
+The fixture classifier is a VGG-16 caffemodel of the real shape, random-filled."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import caffe
+
+import fixtures
+import nets
+import prepare
+from conftest import REPO, fill_random
+from loopback import RangeHandler, start, tar_of
+
+ITERS = 2           # per stage; scored and snapshotted every iteration
+
+
+def copy_repo(dst):
+    dst.mkdir()
+    for p in REPO.glob("*.py"):
+        shutil.copy2(p, dst / p.name)
+    for d in [*nets.MODELS, "ilsvrc-nets"]:
+        shutil.copytree(REPO / d, dst / d,
+                        ignore=shutil.ignore_patterns("*.caffemodel", "__pycache__"))
+
+
+def write_record(path, table):
+    path.write_text(json.dumps({u: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                                for u, b in table.items()}))
+
+
+def random_weights(proto, path, seed):
+    net = caffe.Net(str(proto), caffe.TEST)
+    fill_random(net, seed=seed, scale=0.01)
+    net.save(str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("reproduce")
+    repo = base / "repo"
+    copy_repo(repo)
+    raw = base / "raw"
+    rng = np.random.default_rng(5)
+    fixtures.make_sbdd(raw, rng)
+    fixtures.make_voc(raw, rng)
+    served = {
+        prepare.SOURCES["sbdd"][0].url: tar_of(raw / "sbdd/dataset", "benchmark_RELEASE/dataset"),
+        prepare.SOURCES["voc"][0].url: tar_of(raw / "pascal/VOC2011",
+                                              "TrainVal/VOCdevkit/VOC2011"),
+        nets.CLASSIFIERS["vgg16"].url: random_weights(
+            REPO / "ilsvrc-nets/VGG_ILSVRC_16_layers_deploy.prototxt", base / "vgg.caffemodel", 7),
+    }
+    record = base / "checksums.json"
+    write_record(record, served)
+    httpd, url = start()
+    RangeHandler.files = dict(served)
+    env = {**os.environ, "http_proxy": url, "HTTP_PROXY": url, "no_proxy": "", "NO_PROXY": "",
+           "FCN_CHECKSUMS": str(record), "PYTHONPATH": ""}
+    yield SimpleNamespace(base=base, repo=repo, env=env, record=record, served=served,
+                          data=base / "data", out=base / "out")
+    httpd.shutdown()
+    shutil.rmtree(base, ignore_errors=True)     # gigabytes of VGG-16 snapshots
+
+
+def command(world, *args):
+    return [sys.executable, str(world.repo / "reproduce.py"), *map(str, args)]
+
+
+def reproduce(world, *args, env=None):
+    return subprocess.run(command(world, *args), env=env or world.env, cwd=world.base,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def voc_args(world, *more):
+    return ["voc", "--models", "voc-fcn8s", "--test-iters", ITERS, "--data-root", world.data,
+            "--out", world.out, *more]
+
+
+def test_voc_killed_in_a_stage_continues_and_ends_in_the_table(world):
+    out = world.out / "voc"
+    log = world.base / "first.log"
+    snap = out / "voc-fcn16s/snapshots/train_iter_1.solverstate"
+    with open(log, "w") as f:
+        p = subprocess.Popen(command(world, *voc_args(world)), env=world.env, cwd=world.base,
+                             stdout=f, stderr=subprocess.STDOUT)
+        t0 = time.time()
+        while not snap.is_file() and p.poll() is None and time.time() - t0 < 900:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGKILL)           # a killed machine: no handler runs
+        p.wait()
+    first = log.read_text()
+    assert snap.is_file(), first[-3000:]
+    # the plan came first: every step, with the estimate from iterations timed here
+    plan = first[first.index("reproduce voc"):first.index("== data sbdd")]
+    for step in ("data sbdd", "data voc", "weights vgg16", "train voc-fcn32s",
+                 "train voc-fcn16s", "train voc-fcn8s", "score voc-fcn8s"):
+        assert f"[todo] {step}:" in plan, plan
+    assert "s per iteration" in plan and "estimate:" in plan
+    assert "size and sha256 match the record" in first            # downloads were checked
+    assert (world.repo / "ilsvrc-nets/vgg16-fcn.caffemodel").is_file()   # surgery
+    assert (out / "voc-fcn32s/final.caffemodel").is_file()
+    assert not (out / "voc-fcn16s/final.caffemodel").exists()
+    final32 = (out / "voc-fcn32s/final.caffemodel").stat().st_mtime_ns
+
+    r = reproduce(world, *voc_args(world))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    for step in ("data sbdd", "data voc", "weights vgg16", "train voc-fcn32s"):
+        assert f"[done] {step}:" in r.stdout
+    assert "[todo] train voc-fcn16s: resume at iteration" in r.stdout
+    assert "resumed from" in r.stdout and "== data" not in r.stdout
+    assert (out / "voc-fcn32s/final.caffemodel").stat().st_mtime_ns == final32
+    scored = [json.loads(l)["iter"] for l in (out / "voc-fcn16s/metrics.jsonl").open()]
+    assert scored == list(range(1, ITERS + 1))                  # each iteration scored once
+    table = json.loads((out / "results.json").read_text())
+    rows = {row["model"]: row for row in table["rows"]}
+    assert list(rows) == ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s"]
+    for name, paper_iu in (("voc-fcn32s", 63.6), ("voc-fcn16s", 65.0), ("voc-fcn8s", 65.5)):
+        row = rows[name]
+        assert row["paper"]["mean_iu"] == paper_iu and row["release"]["mean_iu"] == paper_iu
+        assert row["split"] == "seg11valid" and row["n_images"] == 2
+        assert all(0 <= v <= 100 for v in row["ours"].values())
+        assert row["difference"]["mean_iu"] == round(row["ours"]["mean_iu"] - paper_iu, 2)
+    md = (out / "results.md").read_text()
+    assert "| voc-fcn8s | 2 |" in md and "paper: mean IU" in md
+    assert md.splitlines()[4] in r.stdout                        # the table is printed too
+
+    # once more: every step done, nothing redone, the same table
+    again = reproduce(world, *voc_args(world))
+    assert again.returncode == 0, again.stderr
+    assert "[todo]" not in again.stdout and "== " not in again.stdout
+    assert json.loads((out / "results.json").read_text()) == table
+
+    # --redo a stage: it and the stages that start from it, shown by --dry-run, kept
+    dry = reproduce(world, *voc_args(world, "--redo", "voc-fcn16s", "--dry-run"))
+    assert dry.returncode == 0, dry.stderr
+    assert "training again voc-fcn16s, voc-fcn8s (--dry-run: nothing removed)" in dry.stdout
+    assert "[done] train voc-fcn32s" in dry.stdout and "[todo] train voc-fcn16s" in dry.stdout
+    assert "[todo] train voc-fcn8s" in dry.stdout and "[todo] score voc-fcn8s" in dry.stdout
+    assert (out / "voc-fcn16s/final.caffemodel").is_file()
+
+
+def test_released_weights_are_downloaded_checked_and_scored(world):
+    url = nets.MODELS["voc-fcn8s"].caffemodel_url
+    body = random_weights(REPO / "voc-fcn8s/deploy.prototxt", world.base / "8s.caffemodel", 11)
+    RangeHandler.files[url] = body
+    record = world.base / "checksums-released.json"
+    write_record(record, {**world.served, url: body})
+    env = {**world.env, "FCN_CHECKSUMS": str(record)}
+    r = reproduce(world, *voc_args(world, "--released"), env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "] train " not in r.stdout                   # no training step in the plan
+    released = world.repo / "voc-fcn8s/fcn8s-heavy-pascal.caffemodel"
+    assert released.read_bytes() == body
+    rows = json.loads((world.out / "voc/results-released.json").read_text())["rows"]
+    assert [row["model"] for row in rows] == ["voc-fcn8s"]
+    # the same numbers as score.py gives for those weights
+    s = subprocess.run([sys.executable, str(world.repo / "score.py"), "voc-fcn8s", "--weights",
+                        released, "--data-root", world.data, "--json"], env=world.env,
+                       capture_output=True, text=True, timeout=600)
+    assert s.returncode == 0, s.stderr
+    assert rows[0]["ours"]["mean_iu"] == pytest.approx(100 * json.loads(s.stdout)["mean_iu"])
+
+
+def test_a_wrong_or_unrecorded_download_stops_with_one_line(world):
+    url32 = nets.MODELS["voc-fcn32s"].caffemodel_url
+    url16 = nets.MODELS["voc-fcn16s"].caffemodel_url
+    RangeHandler.files[url32] = b"not the weights" * 100
+    RangeHandler.files[url16] = b"something new" * 100
+    record = world.base / "checksums-wrong.json"
+    write_record(record, {**world.served, url32: b"the real weights" * 100})
+    env = {**world.env, "FCN_CHECKSUMS": str(record)}
+    for model, says in (("voc-fcn32s", "checksum mismatch for fcn32s-heavy-pascal.caffemodel"),
+                        ("voc-fcn16s", "has nothing on record")):
+        r = reproduce(world, "voc", "--released", "--models", model, "--test-iters", ITERS,
+                      "--data-root", world.data, "--out", world.out, env=env)
+        assert r.returncode == 2, r.stdout[-2000:]
+        last = r.stderr.splitlines()[-1]         # (the progress bar is on stderr too)
+        assert last.startswith("reproduce.py: ") and says in last, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (world.repo / "voc-fcn32s/fcn32s-heavy-pascal.caffemodel").exists()
+    assert "--trust-new-downloads" in last
+
+
+def test_siftflow_two_heads_in_the_table(world):
+    root = world.base / "siftflow-data"
+    fixtures.make_siftflow(root, np.random.default_rng(6))
+    prepare.derive("siftflow", root)               # there already: checked, not downloaded
+    r = reproduce(world, "siftflow", "--models", "siftflow-fcn16s", "--test-iters", 1,
+                  "--data-root", root, "--out", world.out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "== data siftflow" in r.stdout and "siftflow: http" not in r.stdout
+    rows = {row["model"]: row for row in
+            json.loads((world.out / "siftflow/results.json").read_text())["rows"]}
+    assert list(rows) == ["siftflow-fcn32s", "siftflow-fcn16s"]
+    assert all(0 <= row["ours"]["geo_accuracy"] <= 100 for row in rows.values())
+    assert rows["siftflow-fcn16s"]["paper"]["mean_iu"] == 39.5
+    assert rows["siftflow-fcn16s"]["paper"]["geo_accuracy"] == 94.3
+    assert "ours: geo acc" in (world.out / "siftflow/results.md").read_text()
+
+
+@pytest.mark.parametrize("args,says", [
+    (["voc", "--models", "siftflow-fcn8s"], "--models siftflow-fcn8s: models of voc are"),
+    (["voc", "--redo", "everything"], "--redo everything: stages of voc are"),
+    (["voc", "--gpu", "0", "--cpu"], "give one of them"),
+    (["voc", "--out", "/proc/version"], "is a file, not a folder"),
+])
+def test_user_mistakes_are_one_line(world, args, says):
+    r = reproduce(world, *args, "--dry-run")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
