@@ -6,7 +6,10 @@ import time
 
 
 def fmt_time(s):
+    """12m05s, 3h07m, 23d01h (days from two days on: training estimates run to weeks)."""
     s = int(s)
+    if s >= 2 * 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
