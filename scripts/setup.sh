@@ -112,6 +112,8 @@ cuda_toolkit() {
       touch "$dir/.complete"
     fi
     FCN_CUDA_HOME=$dir/nvidia/cu$CUDA_MAJOR
+    # nvcc links cudart and cudadevrt from lib64/; the wheels put them in lib/.
+    [ -e "$FCN_CUDA_HOME/lib64" ] || ln -s lib "$FCN_CUDA_HOME/lib64"
   fi
   # Native code for the GPUs present (else FCN_CUDA_ARCH, default 90: H100) plus PTX.
   local caps=

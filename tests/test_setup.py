@@ -109,3 +109,27 @@ def test_gpu_build_choice():
     assert "FCN_GPU=yes" in one_error_line(run_setup("cuda", FCN_GPU="yes"), "setup")
     if shutil.which("nvidia-smi") is None:
         assert run_setup("key").stdout == run_setup("key", FCN_GPU="0").stdout
+
+
+def test_the_cuda_toolkit_from_the_wheels_compiles_and_links(tmp_path):
+    """The toolkit the `cuda` step installs builds a CUDA program end to end (nvcc
+    links cudart from lib64/, which the wheels lay out as lib/). Needs the wheels
+    already in the build cache (FCN_GPU=1 make setup once): no 585 MB download in
+    a test. Nothing runs on a GPU."""
+    import hashlib
+    import re
+    import pytest
+    cache = Path(os.environ.get("FCN_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcn-caffe")
+    key = hashlib.sha256((REPO / "requirements-cuda.txt").read_bytes()).hexdigest()[:16]
+    if not (cache / "cuda" / key / ".complete").is_file():
+        pytest.skip(f"NO CUDA TOOLKIT: {cache}/cuda/{key} not made yet (FCN_GPU=1 make setup)")
+    r = run_setup("cuda", FCN_GPU="1")
+    assert r.returncode == 0, r.stderr
+    home = re.search(r"cuda: CUDA build for .* \((\S+)\)", r.stdout).group(1)
+    (tmp_path / "k.cu").write_text("__global__ void k(float *x) { x[threadIdx.x] *= 2; }\n"
+                                   "int main() { k<<<1, 1>>>(nullptr); return 0; }\n")
+    c = subprocess.run([f"{home}/bin/nvcc", "-arch=sm_90", "k.cu", "-o", "k"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert c.returncode == 0, c.stderr
+    assert (tmp_path / "k").is_file()
