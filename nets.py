@@ -101,6 +101,13 @@ class Model:
     train_iters: int = 100000                # solve.py trains this long (the release's loop)
 
     @property
+    def starts_from(self):
+        """The zoo's models whose trained weights this one starts from (none when it
+        starts from a classifier)."""
+        kind, what = self.init_from
+        return {"model": (what,), "streams": tuple(what)}.get(kind, ())
+
+    @property
     def released_weights(self):
         """Where the released caffemodel goes (None if there is none)."""
         if not self.caffemodel_url:

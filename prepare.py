@@ -423,42 +423,48 @@ def main(argv=None):
         if args.command != "get" or len(args.datasets) < 2:
             raise cli.UserError("weights: use 'prepare.py get weights NAME...'; names: "
                                 + ", ".join(weights_names()))
-        names = args.datasets[1:]
-        for n in names:
+        for n in args.datasets[1:]:
             weights_source(n)                   # every name checked before any download
-        try:
-            for n in names:
-                get_weights(n, args.trust_new_downloads)
-        except KeyboardInterrupt:
-            print("prepare.py: interrupted; run the same command again to resume",
-                  file=sys.stderr)
-            return 130
-        return 0
+    else:
+        check_datasets(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("prepare.py: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def check_datasets(args):
+    """The dataset names and the data root, checked before any work."""
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
         raise cli.UserError(f"unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}"
                             " (or 'weights NAME...')")
-    root = layers.data_root(args.root).resolve()
     if args.command != "check":
-        cli.output_dir(root, "--root" if args.root else "the data root")
-    try:
-        for d in args.datasets:
-            if args.command == "get":
-                get(d, root, keep=not args.remove_archives, trust_new=args.trust_new_downloads)
-            elif args.command == "derive":
-                derive(d, root)
-            else:
-                problems = check(d, root, args.split)
-                for line in problems:
-                    print(f"problem: {line}")
-                if problems:
-                    print(f"{d}: {len(problems)} problem{'s' * (len(problems) > 1)} in "
-                          f"{root / DATASETS[d].dir}", file=sys.stderr)
-                    return 1
-                say(f"{d}: complete")
-    except KeyboardInterrupt:
-        print("prepare.py: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        cli.output_dir(layers.data_root(args.root).resolve(),
+                       "--root" if args.root else "the data root")
+
+
+def run(args):
+    if args.datasets[0] == "weights":
+        for n in args.datasets[1:]:
+            get_weights(n, args.trust_new_downloads)
+        return 0
+    root = layers.data_root(args.root).resolve()
+    for d in args.datasets:
+        if args.command == "get":
+            get(d, root, keep=not args.remove_archives, trust_new=args.trust_new_downloads)
+        elif args.command == "derive":
+            derive(d, root)
+        else:
+            problems = check(d, root, args.split)
+            for line in problems:
+                print(f"problem: {line}")
+            if problems:
+                print(f"{d}: {len(problems)} problem{'s' * (len(problems) > 1)} in "
+                      f"{root / DATASETS[d].dir}", file=sys.stderr)
+                return 1
+            say(f"{d}: complete")
     return 0
 
 

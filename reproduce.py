@@ -132,10 +132,8 @@ class Run:
 
         def need(name):
             needed.add(name)
-            kind, what = nets.MODELS[name].init_from
-            for dep in {"model": (what,), "streams": what}.get(kind, ()):
-                if not self.args.released:
-                    need(dep)
+            for dep in () if self.args.released else nets.MODELS[name].starts_from:
+                need(dep)
         for m in want:
             need(m)
         return [m for m in self.pipeline.models if m in needed]
@@ -370,11 +368,9 @@ def do_train(run, model):
     else:
         for log in ("metrics.jsonl", "train_log.jsonl"):
             (out / log).unlink(missing_ok=True)
-        kind, what = model.init_from
-        if kind == "model":
-            argv += ["--weights", str(run.final(model_named(what)))]
-        elif kind == "streams":
-            argv += ["--weights", ",".join(str(run.final(model_named(s))) for s in what)]
+        if model.starts_from:          # (from a classifier: solve.py's default)
+            argv += ["--weights", ",".join(str(run.final(model_named(s)))
+                                           for s in model.starts_from)]
     say(f"python {model.name}/solve.py {' '.join(argv)}")
     rc = training.train(model.name, argv)
     if rc != 0:
@@ -490,8 +486,7 @@ def redo(run, stage, dry_run=False):
                             f"{', '.join(run.pipeline.models)}, score")
     forget = [stage]
     for m in run.pipeline.models:               # later stages started from a redone one
-        kind, what = nets.MODELS[m].init_from
-        if any(d in forget for d in {"model": (what,), "streams": what}.get(kind, ())):
+        if any(d in forget for d in nets.MODELS[m].starts_from):
             forget.append(m)
     run.forget = set(forget)
     say(f"--redo {stage}: " + (f"training again {', '.join(forget)}" if len(forget) > 1
