@@ -17,8 +17,11 @@ bundle:
 test: setup
 	.venv/bin/python -m pytest tests
 
+# make demo DEMO_ITERS=N: fine-tune for N iterations instead of 2000 (scored every 500,
+# and at the end).
+DEMO_ITERS ?= 2000
 demo: setup
-	.venv/bin/python scripts/demo.py
+	.venv/bin/python scripts/demo.py --iters $(DEMO_ITERS)
 
 # Benchmarks (not tests): speed against PyTorch and outputs against the pre-speed-work
 # build (minutes), and the CamVid training comparison (three runs of CAMVID_MINUTES each).

@@ -103,15 +103,45 @@ def required_files(arch):
     return need
 
 
-def check_manifest(manifest):
-    """One line for a manifest that is not ours or lacks a file setup needs."""
+def check_shape(manifest):
+    """One line for a manifest whose parts are not of the types bundle.py writes."""
+    def bad(what):
+        return BundleError(f"{MANIFEST}: {what}; the bundle was not made by 'make bundle' "
+                           "or is damaged: make it again")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{MANIFEST} is not a format-{FORMAT} bundle manifest; make the "
                           "bundle again with this checkout's 'make bundle'")
-    have = manifest.get("files", {})
-    missing = [p for p in required_files(manifest.get("arch", "")) if p not in have]
-    missing += [f"sdist/{manifest.get('sdist', {}).get('file')}"] \
-        if f"sdist/{manifest.get('sdist', {}).get('file')}" not in have else []
+    if not isinstance(manifest.get("arch"), str):
+        raise bad("'arch' is not text")
+    sdist = manifest.get("sdist")
+    if not isinstance(sdist, dict) or not isinstance(sdist.get("file"), str):
+        raise bad("'sdist' is not an object with a 'file' name")
+    entries = manifest.get("files")
+    if not isinstance(entries, dict):
+        raise bad("'files' is not an object of paths")
+    for path, e in entries.items():
+        link = isinstance(e, dict) and set(e) == {"link"} and isinstance(e["link"], str)
+        plain = isinstance(e, dict) and isinstance(e.get("size"), int) and \
+            isinstance(e.get("sha256"), str) and set(e) <= {"size", "sha256", "exec"}
+        if not (link or plain):
+            raise bad(f"the entry of {path!r} is neither a file (size, sha256) nor a link")
+    def named(d):
+        return isinstance(d, dict) and all(isinstance(d.get(k), str)
+                                           for k in ("package", "version"))
+    if not named(manifest.get("boost_source")):
+        raise bad("'boost_source' is not an object with a package and a version")
+    packages = manifest.get("debian_packages")
+    if not isinstance(packages, list) or not all(named(d) for d in packages):
+        raise bad("'debian_packages' is not a list of packages with versions")
+
+
+def check_manifest(manifest):
+    """One line for a manifest that is not ours or lacks a file setup needs."""
+    check_shape(manifest)
+    have = manifest["files"]
+    missing = [p for p in required_files(manifest["arch"]) if p not in have]
+    missing += [f"sdist/{manifest['sdist']['file']}"] \
+        if f"sdist/{manifest['sdist']['file']}" not in have else []
     for lib, globs in BOOST_LIBS.items():
         for g in globs:
             if not any(fnmatch.fnmatch(p, f"boost/libs/{lib}/src/{g}") for p in have):
@@ -185,6 +215,7 @@ def unpack(archive, cache):
     archive = Path(archive)
     if not archive.is_file():
         raise BundleError(f"FCN_BUNDLE={archive}: no such file")
+    cache = cli.output_dir(cache, "the cache folder")
     sha = files.checksum(archive)
     dest = Path(cache) / sha[:16]
     stamp = dest / ".complete"
@@ -210,7 +241,10 @@ def unpack(archive, cache):
 def extract(archive, dest):
     """Unpack every member into ``dest``, each checked against the manifest (the first
     member): a member that is not listed, leaves ``dest``, or differs stops it; so
-    does a listed file that never came."""
+    does a listed file that never came. Nothing is written through a link: no
+    member's path may pass through one, and the links are made last, each checked
+    where it leads once all of them exist (a chain of links that each stay inside,
+    ``sub -> ..`` then ``sub/y -> ../..``, could lead out)."""
     try:
         with tarfile.open(archive, "r:*") as t:
             first = t.next()
@@ -222,7 +256,9 @@ def extract(archive, dest):
             except ValueError as e:
                 raise BundleError(f"{archive}: {MANIFEST} is not JSON ({e})") from None
             check_manifest(manifest)
-            want, seen = manifest["files"], set()
+            want, seen, links = manifest["files"], set(), []
+            files.need_space(dest, sum(e.get("size", 0) for e in want.values()),
+                             f"unpacking {Path(archive).name}")
             for m in t:             # (the iteration starts over with the manifest)
                 entry = want.get(m.name)
                 if m is first or m.isdir():
@@ -231,8 +267,10 @@ def extract(archive, dest):
                     raise BundleError(f"{archive} has a member its manifest does not list: "
                                       f"{m.name!r}; not using it")
                 link = m.linkname if m.issym() else None
+                parents = PurePosixPath(m.name).parents
                 if not inside(m.name, link) or m.islnk() or \
-                        not (m.isfile() or m.issym()):
+                        not (m.isfile() or m.issym()) or \
+                        any("link" in want.get(str(p), {}) for p in parents):
                     raise BundleError(f"{archive}: member {m.name!r} points outside the "
                                       "bundle; not using it")
                 target = dest.joinpath(*PurePosixPath(m.name).parts)
@@ -241,7 +279,7 @@ def extract(archive, dest):
                     if entry.get("link") != m.linkname:
                         raise BundleError(f"{archive}: link {m.name} differs from its "
                                           "manifest")
-                    os.symlink(m.linkname, target)
+                    links.append((m.name, target))
                 else:
                     h = hashlib.sha256()
                     with t.extractfile(m) as src, open(target, "wb") as out:
@@ -262,12 +300,25 @@ def extract(archive, dest):
                                   "copy it again")
             if not files.tar_rest_is_padding(t):
                 raise BundleError(f"{archive} is damaged after its last member")
+            make_links(archive, dest, links, want)
     except (tarfile.TarError, EOFError, lzma.LZMAError, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise BundleError(f"cannot unpack {archive} into {dest}: {e.strerror}") from None
         raise BundleError(f"{archive} is damaged ({type(e).__name__}: {e}); copy it "
                           "again") from None
     return manifest
+
+
+def make_links(archive, dest, links, want):
+    """Make every link, then check that each leads inside ``dest`` through whatever
+    other links its target passes (os.path.realpath resolves the whole chain)."""
+    for name, target in links:
+        os.symlink(want[name]["link"], target)
+    top = os.path.realpath(dest)
+    for name, target in links:
+        if os.path.commonpath([top, os.path.realpath(target)]) != top:
+            raise BundleError(f"{archive}: link {name!r} leads outside the bundle through "
+                              "its links; not using it")
 
 
 def write_paths_cmake(tmp, dest, manifest):

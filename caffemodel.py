@@ -159,6 +159,15 @@ def read_shapes(path):
     return out
 
 
+def is_caffemodel(path):
+    """True for a whole caffemodel (what the commands that write one may replace)."""
+    try:
+        read_shapes(path)
+        return True
+    except WeightsError:
+        return False
+
+
 def same_shape(net_shape, file_shape):
     """Caffe's rule: equal shapes, or a legacy 4-D shape equal to the net's shape
     padded with leading 1s."""

@@ -29,6 +29,7 @@ def run(main, argv=None, prog=None):
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        check_environment()
         return main(argv)
     except FcnError as e:
         print(f"{prog}: {e}", file=sys.stderr)
@@ -36,6 +37,64 @@ def run(main, argv=None, prog=None):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def shown(path):
+    """A path as a user can type it back from here: relative to the working directory
+    when it is below it, else absolute (every relative path on a command line is
+    relative to the working directory)."""
+    p = Path(path).absolute()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def env_path(name):
+    """$name as a Path resolved against the working directory, or None when unset;
+    one line when it is set to nothing usable or names a file where a folder goes."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not value.strip() or "\0" in value:
+        raise UserError(f"${name} is set to {value!r}; set it to a folder, or unset it")
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"${name} {path} is a file, not a folder; point it at a folder, or "
+                        "unset it")
+    return path
+
+
+def env_choice(name, choices):
+    value = os.environ.get(name)
+    if value is not None and value not in choices:
+        raise UserError(f"${name} is {value!r}; it must be {' or '.join(choices)}, or unset")
+    return value
+
+
+def check_environment():
+    """Every environment variable the commands read, checked before any work (one line
+    for a value that cannot be used): the data root, the memory limit of infer.py, and
+    patch 0010's switch. ($FCN_CHECKSUMS: by the commands that download;
+    scripts/setup.sh checks its own.)"""
+    env_path("FCN_DATA")
+    env_number("FCN_MAX_MEMORY_GB")
+    env_choice("CAFFE_WINOGRAD", ("0", "1"))
+
+
+def env_number(name, low=0.0):
+    """$name as a number above ``low``, or None when unset; one line for anything else
+    (a word, NaN, infinity, zero or less)."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number) or number <= low:
+        raise UserError(f"${name} is {value!r}; it must be a number above {low:g}, or unset")
+    return number
 
 
 def add_device_flags(parser):

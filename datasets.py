@@ -14,6 +14,7 @@ class Dataset:
     layer: str                       # class name in layers.py
     dir: str                         # default folder, relative to the data root
     splits: Dict[str, int]           # split name -> number of images
+    used: Tuple[str, ...]            # the splits the zoo trains and scores on
     mean: Optional[Tuple[float, ...]] = None   # BGR mean subtracted from images
     classes: Tuple[str, ...] = ()              # names in model output order
     size: Tuple[int, int] = (375, 500)         # a typical image (H, W): timing estimates
@@ -50,27 +51,27 @@ CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "signsy
 DATASETS = {d.name: d for d in [
     # PASCAL VOC 2011 segmentation; seg11valid = VOC2011 seg val minus SBD train.
     Dataset("voc", "VOCSegDataLayer", "pascal/VOC2011",
-            {"seg11valid": 736}, PASCAL_MEAN, VOC_CLASSES),
+            {"seg11valid": 736}, ("seg11valid",), PASCAL_MEAN, VOC_CLASSES),
     # Semantic Boundaries Dataset (Hariharan et al.), the training set of the VOC models.
     Dataset("sbdd", "SBDDSegDataLayer", "sbdd/dataset",
-            {"train": 8498, "val": 2857}, PASCAL_MEAN, VOC_CLASSES),
+            {"train": 8498, "val": 2857}, ("train",), PASCAL_MEAN, VOC_CLASSES),
     # NYUDv2 with Gupta et al.'s 40-class labels and HHA; trainval = train + val.
     Dataset("nyud", "NYUDSegDataLayer", "nyud",
-            {"train": 381, "val": 414, "trainval": 795, "test": 654},
+            {"train": 381, "val": 414, "trainval": 795, "test": 654}, ("trainval", "test"),
             (116.190, 97.203, 92.318), NYUD_CLASSES, (425, 560),
             extra={"hha_mean": (132.431, 94.076, 118.477), "depth_mean": 7.844}),
     # SIFT Flow: 33 semantic classes and 3 geometric classes.
     Dataset("siftflow", "SIFTFlowSegDataLayer", "sift-flow",
-            {"trainval": 2486, "test": 200}, (114.578, 115.294, 108.353), SIFTFLOW_CLASSES,
+            {"trainval": 2486, "test": 200}, ("trainval", "test"), (114.578, 115.294, 108.353), SIFTFLOW_CLASSES,
             (256, 256),
             extra={"geo_classes": SIFTFLOW_GEO_CLASSES}),
     # PASCAL-Context, 59 most frequent classes + background, on VOC2010 images.
     Dataset("pascalcontext", "PASCALContextSegDataLayer", "pascal/VOC2010",
-            {"train": 4998, "val": 5105}, PASCAL_MEAN, CONTEXT_CLASSES,
+            {"train": 4998, "val": 5105}, ("train", "val"), PASCAL_MEAN, CONTEXT_CLASSES,
             extra={"context_dir": "pascal-context"}),
     # CamVid as split for SegNet (11 classes, 11 = void), for CPU-scale runs.
     Dataset("camvid", "CamVidSegDataLayer", "camvid",
-            {"train": 367, "val": 101, "test": 233}, PASCAL_MEAN, CAMVID_CLASSES, (360, 480)),
+            {"train": 367, "val": 101, "test": 233}, ("train", "val"), PASCAL_MEAN, CAMVID_CLASSES, (360, 480)),
 ]}
 
 

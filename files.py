@@ -1,23 +1,89 @@
-"""Writing files so that a reader (or a rerun after a kill) never sees half of one,
-and checksums of files. Pure Python; every module that writes results uses it."""
+"""Files as every command writes them: atomically (a reader, or a rerun after a
+kill, never sees half of one), after checking the disk has room for what is large
+(a full disk is one line, never a traceback, an abort or a partial file), into
+folders one run at a time (a lock), never over a file the project did not write;
+and checksums and caches that a damaged byte cannot turn into a traceback. Pure
+Python; every module that writes results uses it."""
+import errno
+import fcntl
 import hashlib
+import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+
+from errors import FcnError
+
+REPO = Path(__file__).resolve().parent
+# The project's own output folder (make clean removes it): what is in it is ours.
+OUT = REPO / "out"
+
+
+class NoSpace(FcnError):
+    """The disk is (or would be) full; one line naming the file and the space."""
+
+
+def mb(n):
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def existing_parent(path):
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def need_space(folder, nbytes, what):
+    """Refuse (NoSpace, one line) to start writing ``nbytes`` of ``what`` into
+    ``folder`` when its file system has less free."""
+    free = shutil.disk_usage(existing_parent(folder)).free
+    if free < nbytes:
+        raise NoSpace(f"not enough disk space for {what} in {folder}: {mb(nbytes)} needed, "
+                      f"{mb(free)} free; free some space (or write elsewhere) and run again")
+
+
+def disk_full(e):
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def write_atomic(path, write):
     """Call ``write(tmp)`` on a temporary path beside ``path`` (same folder, same
     suffix, so writers that add or check a suffix work), then rename it into place:
-    ``path`` holds either its old content or the whole new one. Returns ``path``."""
+    ``path`` holds either its old content or the whole new one. A full disk removes
+    the temporary file and raises NoSpace. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if disk_full(e):
+            raise NoSpace(f"the disk is full: could not write {path}; free some space and "
+                          "run again (nothing was left half-written)") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def append_line(path, line):
+    """Append one line to a log; on a full disk, the file is cut back to where it was
+    (no partial line) and NoSpace is raised."""
+    path = Path(path)
+    with open(path, "a") as f:
+        start = f.tell()
+        try:
+            f.write(line.rstrip("\n") + "\n")
+            f.flush()
+        except OSError as e:
+            if not disk_full(e):
+                raise
+            f.truncate(start)
+            raise NoSpace(f"the disk is full: could not append to {path}; free some space "
+                          "and run again") from None
 
 
 def checksum(path, algo="sha256"):
@@ -38,3 +104,176 @@ def tar_rest_is_padding(t):
         if block.count(0) != len(block):
             return False
     return True
+
+
+# ---------------------------------------------------------------------------
+# Caches: files a rerun can rebuild are read here, and anything unreadable is absent
+
+
+def read_cache(path, parse=json.loads):
+    """``parse(text of path)``, or None when the file is missing, not text, or
+    ``parse`` refuses it (ValueError, TypeError, KeyError, AttributeError): a cache a
+    rerun rebuilds is never worth a traceback."""
+    try:
+        return parse(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError,
+            IndexError):
+        return None
+
+
+def write_cache(path, text):
+    """Write a cache a rerun can rebuild, atomically; where something that is not a
+    file stands in its place (a folder), the cache is not kept rather than refused."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        return None
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def read_jsonl(path, say=None):
+    """The JSON records of a log written a line at a time. A damaged tail (a run killed
+    mid-append, NUL bytes after a crash) is dropped from the file, and ``say`` is told
+    how many lines went; every record before it is kept."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    records, good_end = [], 0
+    for line in raw.splitlines(keepends=True):
+        text = line.strip()
+        if not text:
+            good_end += len(line)
+            continue
+        try:
+            record = json.loads(text.decode("utf-8"))
+            if not isinstance(record, dict) or not line.endswith(b"\n"):
+                raise ValueError
+        except (UnicodeDecodeError, ValueError):
+            break
+        records.append(record)
+        good_end += len(line)
+    if good_end < len(raw):
+        dropped = raw[good_end:].count(b"\n") + (not raw.endswith(b"\n"))
+        write_atomic(path, lambda tmp: tmp.write_bytes(raw[:good_end]))
+        if say:
+            say(f"note: {path}: dropped {dropped} damaged line(s) at its end (a run stopped "
+                f"while writing it); {len(records)} records kept")
+    return records
+
+
+# ---------------------------------------------------------------------------
+# One run at a time in a folder
+
+
+_HELD = {}
+
+
+def lock_holder(folder):
+    """'process PID (its command line)' holding a flock on ``folder``, from
+    /proc/locks; 'another process' when that cannot be told."""
+    try:
+        ino = os.stat(folder).st_ino
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if "FLOCK" in parts and parts[-3].rsplit(":", 1)[-1] == str(ino):
+                pid = parts[-4]
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                return f"process {pid} ({cmd.decode(errors='replace').strip()[:120]})"
+    except (OSError, IndexError):
+        pass
+    return "another process"
+
+
+@contextmanager
+def locked(folder, flag):
+    """Hold ``folder`` for one run: a second run on it (in another process) stops at
+    once with one line naming the process that has it. The lock is the kernel's
+    (flock on the folder itself): it leaves no file behind and goes with the process,
+    however that ends. Re-entrant within a process (a command that calls another)."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FcnError(f"{flag} {folder} is in use by {lock_holder(folder)}; wait for it to "
+                       f"end, or choose another {flag}") from None
+    _HELD[key] = [fd, 1]
+    try:
+        yield folder
+    finally:
+        _HELD[key][1] -= 1
+        if not _HELD[key][1]:
+            del _HELD[key]
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Never over a file the project did not write
+
+
+def same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def inside(path, folder):
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_replaceable(path, flag, inputs=(), ours=None):
+    """Refuse, before any work, an output ``path`` that is one of ``inputs`` or an
+    existing file the project did not write: ``ours(path)`` says whether it did (a
+    marker in the file); anything under the project's out/ is its own."""
+    path = Path(path)
+    for i in inputs:
+        if i is not None and Path(i).exists() and same_file(path, i):
+            raise FcnError(f"{flag} {path} would overwrite the input {i}; choose another "
+                           f"{flag}")
+    if not path.exists() and not path.is_symlink():
+        return path
+    if path.is_dir():
+        raise FcnError(f"{flag} {path} is a folder; choose another {flag}")
+    if inside(path, OUT) or (ours is not None and ours(path)):
+        return path
+    raise FcnError(f"{flag} {path} exists and was not written by this project; it is left "
+                   f"as it is: choose another {flag}, or move the file away")
+
+
+MARKER = ".fcn-output"
+
+
+def claim_folder(folder, flag, command):
+    """Make ``folder`` the output folder of ``command`` (solve.py, reproduce.py, make
+    demo), which fill it with files of their own: it must be new or empty, under the
+    project's out/, or one such a command filled before (its marker file, or a
+    training run's solver.prototxt from before the marker). Anything else is a
+    folder of the user's, refused before any work with one line."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    if not marker.is_file() and not inside(folder, OUT) and \
+            not (folder / "solver.prototxt").is_file():
+        theirs = sorted(p.name for p in folder.iterdir())
+        if theirs:
+            raise FcnError(f"{flag} {folder} holds files this project did not write "
+                           f"({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}); "
+                           f"{command} fills its own folder: choose a new or empty {flag}")
+    if not marker.is_file():
+        write_atomic(marker, lambda tmp: tmp.write_text(json.dumps({"command": command}) + "\n"))
+    return folder

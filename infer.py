@@ -11,18 +11,17 @@ size changes. Images too large for this machine's memory (or for Caffe's
 per-blob limit) are refused with their size and the limit.
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import cli
+import files
 import layers
 import numpy as np
 import visual
 from errors import FcnError
 from layers import open_image
-from PIL import Image
 
 REPO = Path(__file__).resolve().parent
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -136,9 +135,11 @@ def memory_model(net, proto, inputs, pad=100):
 
 
 def available_bytes():
-    limit = os.environ.get("FCN_MAX_MEMORY_GB")
-    if limit:
-        return float(limit) * 1e9
+    """$FCN_MAX_MEMORY_GB when set (checked: a number above 0), else the memory the
+    kernel says is available."""
+    limit = cli.env_number("FCN_MAX_MEMORY_GB")
+    if limit is not None:
+        return limit * 1e9
     try:
         for line in open("/proc/meminfo"):
             if line.startswith("MemAvailable:"):
@@ -155,7 +156,12 @@ def check_fits_memory(estimate, h, w, path, model_name):
     need, have = total * 4, available_bytes()
     if biggest <= INT_MAX and need <= have:
         return need
-    side = max_side(estimate, lambda t, b: b <= INT_MAX and t * 4 <= have, h, w)
+    fits = lambda t, b: b <= INT_MAX and t * 4 <= have  # noqa: E731
+    if not fits(*estimate(1, 1)):
+        raise cli.UserError(f"{model_name} needs about {estimate(1, 1)[0] * 4 / 1e9:.2f} GB "
+                            f"for the smallest image, more than the {have / 1e9:.2f} GB "
+                            "available (FCN_MAX_MEMORY_GB sets the limit)")
+    side = max_side(estimate, fits, h, w)
     if biggest > INT_MAX:
         why = (f"a {biggest / 1e9:.1f}G-element buffer, beyond Caffe's limit of {INT_MAX} "
                "elements per blob")
@@ -256,10 +262,9 @@ def output_names(model, path):
         + [f"{stem}_overlay.jpg"]
 
 
-def check_outputs(model, images, out):
+def check_outputs(model, images, out, weights):
     """Before any work: no two inputs may write the same file, and no output may be
-    one of the inputs (an --out equal to the input folder would overwrite them)."""
-    inputs = {Path(p).resolve(): p for p in images}
+    one of the inputs or a file infer.py did not write (files.check_replaceable)."""
     claimed = {}
     for path in images:
         for name in output_names(model, path):
@@ -267,11 +272,8 @@ def check_outputs(model, images, out):
             if target in claimed and claimed[target] != path:
                 raise cli.UserError(f"{claimed[target]} and {path} would both be written to "
                                     f"{out / name}; segment them into different --out folders")
-            if target in inputs:
-                raise cli.UserError(f"{out / name} would overwrite the input {inputs[target]}; "
-                                    "choose another --out")
-            if target.is_dir():
-                raise cli.UserError(f"{out / name} is a folder; choose another --out")
+            files.check_replaceable(out / name, "--out", inputs=[*images, weights],
+                                    ours=visual.written_by_us)
             claimed[target] = path
 
 
@@ -283,15 +285,22 @@ def main(argv=None):
     p.add_argument("--out", help="output folder (default: out/infer/<model>)")
     cli.add_device_flags(p)
     args = p.parse_args(argv)
+    available_bytes()                    # $FCN_MAX_MEMORY_GB checked before any work
     device = cli.use_device(args.gpu, args.cpu)
 
     import nets
-    from datasets import head_classes
     model = nets.model_from_arg(args.model)
     weights = Path(args.weights) if args.weights else default_weights(model)
     images = expand_inputs(args.images)
     out = cli.output_dir(args.out or REPO / "out" / "infer" / model.name, "--out")
-    check_outputs(model, images, out)
+    with files.locked(out, "--out"):
+        check_outputs(model, images, out, weights)
+        return segment(model, weights, images, out, device)
+
+
+def segment(model, weights, images, out, device):
+    """Every image, once the arguments and outputs are checked and --out is held."""
+    from datasets import head_classes
     print(device, flush=True)
     seg = Segmenter(model, weights)
     classes = {h.suffix: head_classes(model.eval.dataset, h.label) for h in model.heads}
@@ -311,7 +320,7 @@ def main(argv=None):
         for hd, name in zip(model.heads, names):
             visual.save_label_png(out / name, labels["score" + hd.suffix])
         first = labels["score" + model.heads[0].suffix]
-        Image.fromarray(visual.overlay(rgb, first, bg, first_classes)).save(out / names[-1], quality=90)
+        visual.save_jpeg(out / names[-1], visual.overlay(rgb, first, bg, first_classes))
         found = "; ".join(f"{visual.describe(labels['score' + hd.suffix], classes[hd.suffix])}"
                           for hd in model.heads)
         print(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, {time.time() - t:.2f} s: {found}",

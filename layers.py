@@ -11,15 +11,16 @@ one whole image per batch, reshaping its tops to each image.
 absolute) and ``split`` are required; ``seed`` (default 1337), ``shuffle``
 (default: true in TRAIN, false in TEST) and ``data_root`` are optional, plus
 ``tops`` for NYUDv2 and ``context_dir`` for PASCAL-Context. The data root is
-``data_root``, else $FCN_DATA, else the repo's ``data/`` folder.
+``data_root``, else the rule of ``data_root()`` ($FCN_DATA, else the repo's ``data/``
+or the shared data beside the repo, whichever holds the split).
 """
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+import cli
 from datasets import DATASETS, head_classes
 from errors import FcnError
 
@@ -43,24 +44,46 @@ def preprocess(rgb, mean_bgr):
 
 
 SHARED_DATA = REPO.parent / "shared" / "data"
+# What a data root must hold besides the datasets' split lists: the compressed
+# ImageNet SqueezeNet of the CPU-scale method (squeezenet.py decodes it).
+SQUEEZENET_FILE = "squeezenet/compressed_SqueezeNet.net"
 
 
-def data_root(explicit=None, holding=None):
+def holds(root, needs):
+    """True when ``root`` has the files of everything in ``needs``: (dataset, split)
+    pairs (the split's list is there) and "squeezenet" (the compressed file). A
+    folder named like a dataset is not enough: data/camvid/ holds a README only."""
+    root = Path(root)
+    for need in needs:
+        if need == "squeezenet":
+            if not (root / SQUEEZENET_FILE).is_file():
+                return False
+            continue
+        dataset, split = need
+        reader = READERS[dataset](root / DATASETS[dataset].dir,
+                                  {"data_root": str(root)})
+        if not reader.split_file(split).is_file():
+            return False
+    return True
+
+
+def data_root(explicit=None, needs=()):
     """The folder dataset paths are relative to, decided here and nowhere else:
-    ``explicit`` (a command's --data-root / --root, or a data layer's ``data_root``
-    param), else $FCN_DATA, else the repo's data/. When the caller names what it
-    needs (``holding``, a path relative to the root) and data/ lacks it, the shared
-    data beside the repo (../shared/data: CamVid and SqueezeNet for the CPU-scale
-    method) is used if it has it. Commands resolve it once and pass it on in the
-    data layers' ``param_str``, never through the process environment."""
+    ``explicit`` (a command's --data-root, or a data layer's ``data_root`` param),
+    else $FCN_DATA, else the repo's data/ when it holds what the caller ``needs``
+    (see holds), else the shared data beside the repo (../shared/data: CamVid and
+    SqueezeNet for the CPU-scale method) when that holds it, else data/. A relative
+    path is relative to the working directory, as on every command line. Commands
+    resolve it once and pass it on in the data layers' ``param_str``, never
+    through the process environment."""
     if explicit:
-        p = Path(explicit)
-        return p if p.is_absolute() else REPO / p
-    env = os.environ.get("FCN_DATA")
-    if env:
-        return Path(env)
+        return Path(explicit).expanduser().resolve()
+    env = cli.env_path("FCN_DATA")
+    if env is not None:
+        return env
     default = REPO / "data"
-    if holding and not (default / holding).exists() and (SHARED_DATA / holding).exists():
+    needs = list(needs)
+    if needs and not holds(default, needs) and holds(SHARED_DATA, needs):
         return SHARED_DATA
     return default
 
@@ -416,7 +439,7 @@ class PASCALContextReader(Reader):
     @property
     def context_dir(self):
         c = Path(self.params.get("context_dir", self.info.extra["context_dir"]))
-        return c if c.is_absolute() else data_root(self.params.get("data_root")) / c
+        return c if c.is_absolute() else Path(self.params.get("data_root") or data_root()) / c
 
     def split_file(self, split):
         return self.context_dir / f"{split}.txt"
@@ -489,9 +512,12 @@ def parse_params(param_str, dataset, layer_name="data layer"):
 
 
 def reader_for(dataset, params):
+    """The reader a data layer's params name; the data root (data_root) is decided
+    once here and kept in the params for the paths that hang off it."""
+    params = dict(params, data_root=str(data_root(params.get("data_root"),
+                                                  [(dataset, params["split"])])))
     d = Path(params["dir"])
-    root = d if d.is_absolute() else data_root(params.get("data_root")) / d
-    return READERS[dataset](root, params)
+    return READERS[dataset](d if d.is_absolute() else Path(params["data_root"]) / d, params)
 
 
 # ---------------------------------------------------------------------------

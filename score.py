@@ -13,12 +13,14 @@ paper excludes the three SIFT Flow classes absent from its test set. Pixels
 labelled 255 (or any value outside the classes) are not scored.
 """
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import cli  # (first: quiet Caffe logging before caffe loads)
+import files
 import visual
 import numpy as np
 
@@ -132,26 +134,33 @@ def main(argv=None):
 
     import caffemodel
     import surgery
-    from datasets import head_classes
+    from datasets import DATASETS, head_classes
     import nets
     model = nets.model_from_arg(args.model)
     weights = Path(args.weights)
-    if args.save_dir:
-        cli.output_dir(args.save_dir, "--save-dir")
+    save_dir = cli.output_dir(args.save_dir, "--save-dir") if args.save_dir else None
     caffemodel.read_shapes(weights)          # missing / damaged: one line, before any work
     proto = model.data_net("eval", args.split, args.data_root)
+    params = json.loads(proto.layer[0].python_param.param_str)
+    split, root = params["split"], Path(params["data_root"])
+    if save_dir is not None:
+        dataset = DATASETS[model.eval.dataset]
+        for folder in {root / dataset.dir, root / dataset.extra.get("context_dir", dataset.dir)}:
+            if files.inside(save_dir, folder):
+                raise cli.UserError(f"--save-dir {save_dir} is inside the dataset folder "
+                                    f"{folder}; predictions never go among the data: choose "
+                                    "another --save-dir")
     print(device, file=sys.stderr if args.json else sys.stdout, flush=True)
     net = surgery.load_net(proto, weights)
     n = len(net.layers[0].ids)
-    split = json.loads(proto.layer[0].python_param.param_str)["split"]
-    t0 = time.time()
-
-    def progress(i, total):
-        if not args.json and (i % 50 == 0 or i == total):
-            print(f"  {i}/{total} images, {(time.time() - t0) / i:.2f} s each",
-                  file=sys.stderr, flush=True)
-
-    hists, loss = score_net(net, heads_of(model), n, args.save_dir, progress)
+    with contextlib.ExitStack() as held:
+        if save_dir is not None:
+            held.enter_context(files.locked(save_dir, "--save-dir"))
+            for id_ in net.layers[0].ids:
+                for _, _, _, suffix in heads_of(model):
+                    files.check_replaceable(save_dir / f"{Path(id_).stem}{suffix}.png",
+                                            "--save-dir", ours=visual.written_by_us)
+        hists, loss = score_run(net, model, n, save_dir, args.json)
     results = {}
     for score, label, c, suffix in heads_of(model):
         results[label] = metrics(hists[score])
@@ -168,9 +177,20 @@ def main(argv=None):
         name = f" [{h.label}]" if len(model.heads) > 1 else ""
         print(f"{name.strip() or ' '} " + format_metrics(
             results[h.label], head_classes(model.eval.dataset, h.label)))
-    if args.save_dir:
-        print(f"predictions written to {args.save_dir}")
+    if save_dir is not None:
+        print(f"predictions written to {save_dir}")
     return 0
+
+
+def score_run(net, model, n, save_dir, quiet):
+    """score_net with a progress line every 50 images on stderr (none when ``quiet``)."""
+    t0 = time.time()
+
+    def progress(i, total):
+        if not quiet and (i % 50 == 0 or i == total):
+            print(f"  {i}/{total} images, {(time.time() - t0) / i:.2f} s each",
+                  file=sys.stderr, flush=True)
+    return score_net(net, heads_of(model), n, save_dir, progress)
 
 
 if __name__ == "__main__":

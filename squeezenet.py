@@ -37,7 +37,7 @@ def source_dir(explicit=None):
     """The folder with the compressed file: --src, else squeezenet/ under the data
     root (layers.data_root)."""
     import layers
-    d = Path(explicit) if explicit else layers.data_root(holding="squeezenet") / "squeezenet"
+    d = Path(explicit) if explicit else layers.data_root(needs=["squeezenet"]) / "squeezenet"
     if (d / COMPRESSED).is_file():
         return d
     raise cli.UserError(f"{COMPRESSED} not found in {d}; it is the Deep Compression "
@@ -50,12 +50,12 @@ def cpu_scale_data():
     the compressed SqueezeNet, found by layers.data_root; one line naming what is
     missing and how to get it."""
     import layers
-    data = layers.data_root(holding="camvid").resolve()
+    data = layers.data_root(needs=[("camvid", "train"), ("camvid", "val"), "squeezenet"])
     camvid, sq = data / "camvid", data / "squeezenet"
     missing = []
     if not (camvid / "train.txt").is_file() or not (camvid / "val.txt").is_file():
         missing.append(f"CamVid (train + val) in {camvid}: python prepare.py get camvid "
-                       f"--root {data}")
+                       f"--data-root {data}")
     if not (sq / COMPRESSED).is_file():
         missing.append(f"{COMPRESSED} and {PROTOTXT} in {sq}: from "
                        "github.com/songhan/SqueezeNet-Deep-Compression")
@@ -114,7 +114,11 @@ def net_layers(net):
 
 def decode_to_caffemodel(src, out):
     import caffe
+    import caffemodel
+    import files
     import surgery
+    files.check_replaceable(out, "--out", inputs=[src / COMPRESSED, src / PROTOTXT],
+                            ours=caffemodel.is_caffemodel)
     net = caffe.Net(str(src / PROTOTXT), caffe.TEST)
     params = decode((src / COMPRESSED).read_bytes(), net_layers(net))
     for name, (w, b) in params.items():

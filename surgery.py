@@ -172,7 +172,10 @@ def copy_weights(net, weights, complete=True):
 
 
 def save_atomic(net, path):
-    """net.save to ``path`` through a temporary file in the same folder."""
+    """net.save to ``path`` through a temporary file in the same folder, after checking
+    the disk has room (Caffe aborts the process when the write fails)."""
+    size = sum(b.data.nbytes for blobs in net.params.values() for b in blobs) + (1 << 20)
+    files.need_space(Path(path).parent, size, f"the weights {path}")
     return files.write_atomic(path, lambda tmp: net.save(str(tmp)))
 
 
@@ -182,6 +185,7 @@ def make_fcn_init(backbone, proto=None, weights=None, out=None):
     proto = Path(proto or c.dir / c.proto)
     weights = Path(weights or c.dir / c.weights)
     out = cli.output_file(out or c.dir / c.fcn_init, "--out")
+    files.check_replaceable(out, "--out", inputs=[proto, weights], ours=caffemodel.is_caffemodel)
     if not proto.is_file():
         raise SurgeryError(f"classifier net not found: {proto} (python nets.py ilsvrc-nets makes it)")
     if not weights.is_file():

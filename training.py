@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -75,15 +76,16 @@ def missing_trained(source):
     m = source.released_weights
     got = (f", or get the released weights with 'python prepare.py get weights {source.name}'"
            if m else "")
-    return (f"train {source.name} first (python {source.name}/solve.py writes "
+    return (f"train {source.name} first ({solve_py(source.name)} writes "
             f"{rel(source.our_weights)}){got}")
 
 
-def rel(p):
-    try:
-        return str(Path(p).resolve().relative_to(REPO))
-    except ValueError:
-        return str(p)
+rel = cli.shown
+
+
+def solve_py(name):
+    """The command that trains ``name``, as typed from the working directory."""
+    return f"python {cli.shown(REPO / name / 'solve.py')}"
 
 
 def initial_weights(model, given):
@@ -159,44 +161,49 @@ def make_solver(model, out, display, base_lr=None, momentum=None, data_root=None
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     s = text_format.Parse((model.dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
-    root = layers.data_root(data_root)
+    root = layers.data_root(data_root, model.data_needs())
     s.train_net = str(files.write_atomic(out / model.files[0], lambda tmp: tmp.write_text(
         str(model.data_net("train", data_root=root)))))
     del s.test_net[:]
     s.test_net.append(str(files.write_atomic(out / model.files[1], lambda tmp: tmp.write_text(
         str(model.data_net("eval", data_root=root))))))
-    (out / ".snapshot-tmp").mkdir(parents=True, exist_ok=True)   # Caffe CHECKs it is writable
-    s.snapshot_prefix = str(out / ".snapshot-tmp" / "train")
+    scratch = out / ".snapshot-tmp"        # what a run killed while snapshotting left
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True, exist_ok=True)   # Caffe CHECKs it is writable
+    s.snapshot_prefix = str(scratch / "train")
     s.display = 0
     if base_lr is not None:
         s.base_lr = base_lr
     if momentum is not None:
         s.momentum = momentum
-    path = out / "solver.prototxt"
-    path.write_text(str(s))
+    path = files.write_atomic(out / "solver.prototxt", lambda tmp: tmp.write_text(str(s)))
     return caffe.SGDSolver(str(path))
 
 
 def snapshot(solver, out):
-    """Caffe's snapshot, made atomic: written to a scratch folder, then each file is
-    renamed into out/snapshots/ (the state is rewritten to point at the moved
-    weights). Keeps the last KEEP_SNAPSHOTS; returns the .solverstate path."""
-    from caffe.proto import caffe_pb2
+    """Caffe's snapshot, made atomic: written to a scratch folder, then renamed into
+    out/snapshots/, the weights first (the state names them by file name, relative
+    to itself: patch 0015). Checks first that the disk has room for it: Caffe aborts
+    the process when a write fails. Keeps the last KEEP_SNAPSHOTS; returns the
+    .solverstate path."""
     scratch, final = out / ".snapshot-tmp", out / "snapshots"
     scratch.mkdir(parents=True, exist_ok=True)
     final.mkdir(exist_ok=True)
+    files.need_space(scratch, snapshot_bytes(solver.net), "a snapshot")
     solver.snapshot()
     stem = f"train_iter_{solver.iter}"
-    model_path = final / f"{stem}.caffemodel"
-    os.replace(scratch / f"{stem}.caffemodel", model_path)
-    state = caffe_pb2.SolverState()
-    state.ParseFromString((scratch / f"{stem}.solverstate").read_bytes())
-    state.learned_net = str(model_path)
-    state_path = files.write_atomic(final / f"{stem}.solverstate",
-                                    lambda tmp: tmp.write_bytes(state.SerializeToString()))
-    (scratch / f"{stem}.solverstate").unlink()
+    os.replace(scratch / f"{stem}.caffemodel", final / f"{stem}.caffemodel")
+    state_path = final / f"{stem}.solverstate"
+    os.replace(scratch / f"{stem}.solverstate", state_path)
     prune(final)
     return state_path
+
+
+def snapshot_bytes(net):
+    """About what one snapshot writes: the weights, and the state's history of the same
+    size, plus a margin for the files' framing."""
+    params = sum(b.data.nbytes for blobs in net.params.values() for b in blobs)
+    return 2 * params + (1 << 20)
 
 
 def snapshot_iter(path):
@@ -230,10 +237,34 @@ def prune(folder, keep=KEEP_SNAPSHOTS):
             p.unlink(missing_ok=True)
 
 
-def last_snapshot(out):
-    """The newest complete snapshot's .solverstate in out/snapshots, or None."""
+def last_snapshot(out, say=None):
+    """The newest intact snapshot's .solverstate in out/snapshots (its state parses and
+    its weights are a whole caffemodel), or None. A damaged newer one is passed over,
+    and ``say`` is told which."""
+    import caffemodel
     _, complete = snapshot_files(out / "snapshots")
-    return out / "snapshots" / f"train_iter_{complete[-1]}.solverstate" if complete else None
+    for i in reversed(complete):
+        path = out / "snapshots" / f"train_iter_{i}.solverstate"
+        try:
+            state = read_solverstate(path)
+            caffemodel.read_shapes(state_weights(path, state))
+        except FcnError as e:
+            if say:
+                say(f"note: passing over a damaged snapshot ({e})")
+            continue
+        return path
+    return None
+
+
+def state_weights(path, state):
+    """The weights a .solverstate restores, found as Caffe finds them (patch 0015):
+    its learned_net relative to the state's folder; an absolute one (older states)
+    from beside the state when that file is there."""
+    learned = Path(state.learned_net)
+    beside = Path(path).parent / learned.name
+    if not learned.is_absolute():
+        return Path(path).parent / learned
+    return beside if beside.is_file() else learned
 
 
 def read_solverstate(path):
@@ -255,8 +286,9 @@ def read_solverstate(path):
                             f"({len(data)} bytes, {len(state.history)} history blobs)")
     if not state.learned_net:
         raise cli.UserError(f"--resume: {path} names no weights file (learned_net)")
-    if not Path(state.learned_net).is_file():
-        raise cli.UserError(f"--resume: {path} refers to {state.learned_net}, which is missing")
+    if not state_weights(path, state).is_file():
+        raise cli.UserError(f"--resume: {path} refers to {state_weights(path, state)}, "
+                            "which is missing")
     return state
 
 
@@ -282,21 +314,19 @@ def check_state_fits(path, state, net, name):
             raise cli.UserError(f"--resume: {path} has history {list(g)} for {k}[{i}], the "
                                 f"net has {list(w)}; it is a state of another model")
     try:
-        caffemodel.check_fits(state.learned_net, net, complete=True)
+        caffemodel.check_fits(state_weights(path, state), net, complete=True)
     except caffemodel.WeightsError as e:
         raise cli.UserError(f"--resume: {path}'s weights: {e}") from None
 
 
 def append_jsonl(path, record):
     import score
-    with open(path, "a") as f:
-        f.write(json.dumps(score.json_safe(record)) + "\n")
+    files.append_line(path, json.dumps(score.json_safe(record)))
 
 
 def read_jsonl(path):
-    if not Path(path).is_file():
-        return []
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    """A log's records; a damaged tail is dropped, with a note."""
+    return files.read_jsonl(path, say=print)
 
 
 def drop_records_after(path, it):
@@ -421,9 +451,7 @@ class Stop:
 
 
 def train(name, argv):
-    import caffemodel
     import nets
-    import surgery
     if name not in nets.MODELS:
         raise cli.UserError(f"{name} is not a model directory; run python MODEL/solve.py "
                             f"(models: {', '.join(nets.MODELS)})")
@@ -432,10 +460,35 @@ def train(name, argv):
     if args.iters is None:
         args.iters = model.train_iters
     out, interval = check_args(args, model)
+    with files.locked(out, "--out"):
+        files.claim_folder(out, "--out", "solve.py")
+        return run(name, model, args, out, interval)
+
+
+def finish(args, state, out):
+    """A state at the target iteration: a run stopped (or killed) after its last
+    snapshot, before writing the final weights. Those weights are the snapshot's."""
+    import caffemodel
+    weights = state_weights(args.resume, state)
+    caffemodel.read_shapes(weights)
+    files.need_space(out, weights.stat().st_size, "the final weights")
+    final = files.write_atomic(out / "final.caffemodel",
+                               lambda tmp: shutil.copyfile(weights, tmp))
+    print(f"{rel(args.resume)} is at iteration {state.iter}, the last one: its weights are "
+          f"the final ones; weights {rel(final)}")
+    return 0
+
+
+def run(name, model, args, out, interval):
+    """Training once every argument is checked and the output folder is held."""
+    import caffemodel
+    import surgery
     state = read_solverstate(args.resume) if args.resume else None
-    if state is not None and state.iter >= args.iters:
+    if state is not None and state.iter == args.iters:
+        return finish(args, state, out)
+    if state is not None and state.iter > args.iters:
         raise cli.UserError(f"--resume: the state is at iteration {state.iter}, "
-                            f"not before --iters {args.iters}")
+                            f"past --iters {args.iters}")
     weights = None if args.resume or args.from_scratch else initial_weights(model, args.weights)
     for path, _ in weights or []:
         caffemodel.read_shapes(path)           # missing or damaged: say so before building nets
@@ -466,10 +519,15 @@ def train(name, argv):
     with Stop() as stop:
         try:
             ended = loop(solver, test_net, n_eval, model, args, out, interval, bar, stop)
+        except files.NoSpace as e:     # checked before each snapshot, or a log line
+            last = last_snapshot(out)
+            raise cli.UserError(f"{e}; stopped at iteration {solver.iter}" + (
+                f"; the last snapshot is {rel(last)}: {solve_py(name)} --resume {rel(last)}"
+                if last else "")) from None
         except FcnError as e:        # a bad image or label, from a data layer
             state_path = snapshot(solver, out)
             raise cli.UserError(f"{e}; stopped at iteration {solver.iter} with a snapshot: fix "
-                                f"it, then python {name}/solve.py --resume {rel(state_path)}") \
+                                f"it, then {solve_py(name)} --resume {rel(state_path)}") \
                 from None
     if ended == "diverged":
         last = last_snapshot(out)
@@ -482,7 +540,7 @@ def train(name, argv):
         state_path = snapshot(solver, out)
         plot(out, name)
         print(f"stopped at iteration {solver.iter}; snapshot {rel(state_path)}; resume with: "
-              f"python {name}/solve.py --resume {rel(state_path)}", file=sys.stderr)
+              f"{solve_py(name)} --resume {rel(state_path)}", file=sys.stderr)
         return 130
     final = surgery.save_atomic(solver.net, out / "final.caffemodel")
     if ended == "out of time":

@@ -1,9 +1,13 @@
 """What a person looks at: the PASCAL VOC palette, label PNGs, overlays with a
-legend, and a one-line description of a segmentation. Numpy and Pillow only."""
-from pathlib import Path
+legend, and a one-line description of a segmentation. Numpy and Pillow only; the
+images are written atomically and marked as the project's (files.py)."""
+
+import io
 
 import numpy as np
 from PIL import Image
+
+import files
 
 
 def palette():
@@ -20,14 +24,45 @@ def palette():
     return pal
 
 
+# Written into every image the project makes (PNG text "Software", JPEG comment), so
+# that a later run can tell its own outputs, which it may replace, from a user's files.
+SOFTWARE = "fcn-caffe"
+
+
 def save_label_png(path, label):
-    """Class indices as a palette PNG (VOC colours)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Class indices as a palette PNG (VOC colours), written atomically."""
+    from PIL.PngImagePlugin import PngInfo
     a = np.ascontiguousarray(label, dtype=np.uint8)
     im = Image.frombytes("P", (a.shape[1], a.shape[0]), a.tobytes())
     im.putpalette(palette().tobytes())
-    im.save(path)
+    info = PngInfo()
+    info.add_text("Software", SOFTWARE)
+    return save_encoded(path, im, "PNG", pnginfo=info)
+
+
+def save_jpeg(path, rgb, quality=90):
+    """An HxWx3 uint8 picture (an overlay) as a JPEG, written atomically."""
+    return save_encoded(path, Image.fromarray(rgb), "JPEG", quality=quality,
+                        comment=SOFTWARE.encode())
+
+
+def save_encoded(path, im, fmt, **options):
+    """Encode in memory, then write the bytes atomically: Pillow's encoders write to
+    the file descriptor themselves and can leave a short file on a full disk without
+    an error; a plain write raises (files.NoSpace)."""
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **options)
+    return files.write_atomic(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+
+
+def written_by_us(path):
+    """True for an image save_label_png or save_jpeg wrote (their marker)."""
+    try:
+        with Image.open(path) as im:
+            mark = im.info.get("Software", im.info.get("comment", b""))
+    except Exception:  # not an image at all: not ours
+        return False
+    return (mark.decode(errors="replace") if isinstance(mark, bytes) else str(mark)) == SOFTWARE
 
 
 def overlay(rgb, label, background, classes=None):

@@ -38,17 +38,29 @@ def main(argv=None):
         if getattr(args, flag) < 1:
             raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1")
 
-    import infer
+    import files
     import nets
-    import visual
+    import squeezenet
+    if args.model not in nets.MODELS or nets.MODELS[args.model].backbone != "squeezenet":
+        raise cli.UserError(f"--model {args.model}: the demo trains one of "
+                            + ", ".join(m for m, v in nets.MODELS.items()
+                                        if v.backbone == "squeezenet"))
+    data = squeezenet.cpu_scale_data()
+    out = cli.output_dir(Path(args.out).resolve(), "--out")
+    with files.locked(out, "--out"):
+        files.claim_folder(out, "--out", "make demo")
+        return demo(args, nets.MODELS[args.model], data, out)
+
+
+def demo(args, model, data, out):
+    """The four steps, once the arguments, the data and the output folder are checked."""
+    import files
+    import infer
     import squeezenet
     import surgery
     import training
+    import visual
     t0 = time.time()
-    data = squeezenet.cpu_scale_data()
-    model = nets.MODELS[args.model]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(f"demo: data from {data}; output in {out}")
 
     print("1/4 decoding SqueezeNet v1.0 (ImageNet) ...")
@@ -75,13 +87,13 @@ def main(argv=None):
     if rc:
         return rc
     record = training.read_jsonl(run / "metrics.jsonl")[-1]
-    shutil.copyfile(run / "progress.png", out / "progress.png")
+    files.write_atomic(out / "progress.png",
+                       lambda tmp: shutil.copyfile(run / "progress.png", tmp))
 
     print(f"4/4 overlays of {args.overlays} val images ...")
     seg = infer.Segmenter(model, run / "final.caffemodel")
     from datasets import DATASETS
     import layers
-    from PIL import Image
     reader = layers.CamVidReader(data / "camvid")
     classes = DATASETS["camvid"].classes
     (out / "overlays").mkdir(exist_ok=True)
@@ -89,8 +101,8 @@ def main(argv=None):
         rgb = reader.raw(id_, "data")
         label = seg(rgb)["score"]
         stem = Path(id_).stem
-        Image.fromarray(visual.overlay(rgb, label, None, classes)).save(
-            out / "overlays" / f"{stem}_overlay.jpg", quality=90)
+        visual.save_jpeg(out / "overlays" / f"{stem}_overlay.jpg",
+                         visual.overlay(rgb, label, None, classes))
         print(f"    {stem}: {visual.describe(label, classes)}")
 
     result = {"model": model.name, "init": "SqueezeNet v1.0 (ImageNet), by surgery",
@@ -99,7 +111,8 @@ def main(argv=None):
               **{k: record[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")},
               "per_class_iu": dict(zip(classes, record["per_class_iu"])),
               "total_minutes": round((time.time() - t0) / 60, 1)}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    files.write_atomic(out / "metrics.json",
+                       lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     print(f"demo done in {result['total_minutes']} minutes: {model.name} after "
           f"{record['iter']} iterations scores mean IU {100 * record['mean_iu']:.1f}, pixel "
           f"accuracy {100 * record['pixel_accuracy']:.1f} on CamVid val ({record['n_images']} images)")

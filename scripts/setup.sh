@@ -197,7 +197,8 @@ sdist_path() {
 step_sdist() {
   local f; f=$(sdist_path)
   if [ -n "${FCN_CAFFE_SDIST:-}" ]; then
-    [ -f "$f" ] || die sdist "FCN_CAFFE_SDIST=$f does not exist; unset it to download $SDIST_NAME==$SDIST_VERSION from PyPI"
+    [ -e "$f" ] || die sdist "FCN_CAFFE_SDIST=$f does not exist; unset it to download $SDIST_NAME==$SDIST_VERSION from PyPI"
+    [ -f "$f" ] || die sdist "FCN_CAFFE_SDIST=$f is not a file; unset it to download $SDIST_NAME==$SDIST_VERSION from PyPI"
   elif [ -n "$OFFLINE" ]; then
     [ -f "$f" ] || die sdist "the unpacked bundle lacks $f; delete $(dirname "$(dirname "$f")") and rerun"
   elif [ ! -f "$f" ]; then
@@ -333,8 +334,28 @@ step_check() {
   say "check: import caffe works from any directory"
 }
 
+# Every variable setup reads, checked before any step: one line for a value it cannot use.
+check_env() {
+  if [ -e "$CACHE" ] && [ ! -d "$CACHE" ]; then
+    die setup "the cache folder $CACHE is a file; remove it, or set FCN_CACHE_DIR to a folder"
+  fi
+  case ${FCN_GPU-unset} in unset|0|1) ;; *)
+    die setup "FCN_GPU=$FCN_GPU: use FCN_GPU=1 (CUDA build), FCN_GPU=0 (CPU build) or leave it unset" ;;
+  esac
+  if [ -n "${FCN_CUDA_ARCH:-}" ] && ! [[ $FCN_CUDA_ARCH =~ ^[1-9][0-9]{1,2}(\;[1-9][0-9]{1,2})*$ ]]; then
+    die setup "FCN_CUDA_ARCH=$FCN_CUDA_ARCH: give compute capabilities without the dot, e.g. 90 or '80;90'"
+  fi
+  if [ -n "${FCN_BUNDLE:-}" ] && [ ! -f "$FCN_BUNDLE" ]; then
+    die bundle "FCN_BUNDLE=$FCN_BUNDLE: no such file"
+  fi
+  if [ -n "${CUDA_HOME:-}" ] && gpu_build && [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+    die cuda "CUDA_HOME=$CUDA_HOME has no bin/nvcc; point it at a CUDA toolkit or unset it to use the PyPI wheels"
+  fi
+}
+
 main() {
   local steps=("$@") s start=$SECONDS
+  check_env
   if [ ${#steps[@]} -eq 0 ]; then
     if [ -n "$OFFLINE" ]; then steps=(bundle venv sdist cuda caffe check); else steps=(apt venv sdist cuda caffe check); fi
   fi

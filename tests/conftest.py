@@ -72,3 +72,26 @@ def fixture_data(tmp_path_factory):
     for d in ("voc", "nyud", "siftflow", "pascalcontext"):
         prepare.derive(d, root)
     return root
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A file system of a given size (a tmpfs mounted under tmp_path, so that writing
+    into it fills it): small_disk(kilobytes) -> its folder. Skips, saying why, where
+    mounting is not permitted."""
+    import subprocess
+    mounted = []
+
+    def make(kb):
+        d = tmp_path / f"disk{len(mounted)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"NO SMALL DISK: cannot mount a tmpfs here ({r.stderr.strip()}); "
+                        "the disk-full tests need root")
+        mounted.append(d)
+        return d
+    yield make
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

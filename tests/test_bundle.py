@@ -211,3 +211,66 @@ def test_venv_plan_uses_the_targets_packages_and_names_what_is_missing(tmp_path)
         bundle.plan_venv(py, tmp_path, req)
     assert "has numpy 2." in one_line(e) and "numpy==1.0.0 is pinned" in one_line(e)
     assert "--python 3." in one_line(e)
+
+
+def test_a_chain_of_links_cannot_lead_out(archive, tmp_path):
+    """Each link alone stays inside; through one another they lead two folders up, and a
+    file written through them would land outside the unpack folder."""
+    chain = [("root/sub", None, ".."), ("root/sub/y", None, "../.."),
+             ("root/sub/y/ESCAPED.txt", b"out", None)]
+
+    def listed(man):
+        for name, data, link in chain:
+            man["files"][name] = {"link": link} if link else \
+                {"size": len(data), "sha256": bundle.hashlib.sha256(data).hexdigest()}
+    bad = rewrite(archive, tmp_path / "bad.tar.xz", add=chain, manifest_edit=listed)
+    with pytest.raises(bundle.BundleError) as e:
+        bundle.unpack(bad, tmp_path / "work/cache")
+    assert "outside the bundle" in one_line(e)
+    assert list(tmp_path.rglob("ESCAPED.txt")) == []
+    assert not any((tmp_path / "work/cache").glob("*/.complete"))
+    # links alone, none written through: the chain is refused once all exist
+    only_links = rewrite(archive, tmp_path / "links.tar.xz", add=chain[:1] + [
+        ("root/up", None, "sub/..")], manifest_edit=lambda man: man["files"].update(
+            {"root/sub": {"link": ".."}, "root/up": {"link": "sub/.."}}))
+    with pytest.raises(bundle.BundleError) as e:
+        bundle.unpack(only_links, tmp_path / "work/cache")
+    assert "leads outside the bundle" in one_line(e)
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda m: m.update(files=list(m["files"])), "'files' is not an object"),
+    (lambda m: m.update(sdist="brocolli-caffe-9.0.2.tar.gz"), "'sdist' is not an object"),
+    (lambda m: m["files"].update({"root/x": "a string"}), "neither a file"),
+    (lambda m: m.update(debian_packages={"a": 1}), "'debian_packages' is not a list"),
+    (lambda m: m.pop("arch"), "'arch' is not text"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line(edit, says, archive, tmp_path):
+    bad = rewrite(archive, tmp_path / "bad.tar.xz", manifest_edit=edit)
+    with pytest.raises(bundle.BundleError) as e:
+        bundle.unpack(bad, tmp_path / "cache")
+    assert says in one_line(e)
+
+
+def test_a_cache_that_is_a_file_is_one_line(archive, tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(bundle.FcnError) as e:
+        bundle.unpack(archive, tmp_path / "cache")
+    assert "is a file" in one_line(e)
+    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh")], capture_output=True, text=True,
+                       env={**os.environ, "FCN_BUNDLE": str(archive),
+                            "FCN_CACHE_DIR": str(tmp_path / "cache"), "PYTHON": sys.executable})
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "is a file" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("var,value,says", [
+    ("FCN_CUDA_ARCH", "9.0", "FCN_CUDA_ARCH=9.0"),
+    ("FCN_GPU", "yes", "FCN_GPU=yes"),
+    ("FCN_BUNDLE", "/nonexistent.tar.xz", "no such file"),
+])
+def test_setup_checks_its_variables_first(var, value, says, tmp_path):
+    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh"), "check"], capture_output=True,
+                       text=True, env={**os.environ, var: value,
+                                       "FCN_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr

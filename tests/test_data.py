@@ -21,7 +21,7 @@ from caffe import layers as L
 import cli
 import downloads
 import fixtures
-from loopback import RangeHandler, server, tar_of  # noqa: F401  (server: a fixture)
+from loopback import RangeHandler, proxy_env, server, tar_of  # noqa: F401  (a fixture)
 import layers
 import nets
 import prepare
@@ -259,7 +259,7 @@ def test_bad_examples_raise_an_error_naming_the_file(bad, says, tmp_path):
 
 def test_check_reports_every_problem_at_once(tmp_path, capsys):
     broken_voc(tmp_path)
-    rc = prepare.main(["check", "voc", "--root", str(tmp_path)])
+    rc = prepare.main(["check", "voc", "--data-root", str(tmp_path)])
     out = capsys.readouterr()
     assert rc == 1
     problems = [l for l in out.out.splitlines() if l.startswith("problem:")]
@@ -270,7 +270,7 @@ def test_check_reports_every_problem_at_once(tmp_path, capsys):
 
 
 def test_check_passes_on_the_shared_camvid(shared_data, capsys):
-    rc = prepare.main(["check", "camvid", "--root", str(shared_data),
+    rc = prepare.main(["check", "camvid", "--data-root", str(shared_data),
                        "--split", "train", "--split", "val"])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -449,9 +449,9 @@ def test_prepare_exits_2_with_one_line_on_user_mistakes(server, tmp_path):
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
     (tmp_path / "file").write_text("x")
     for args, says in [(["check", "kitti"], "unknown dataset 'kitti'"),
-                       (["get", "camvid", "--root", tmp_path / "file"], "is a file, not a folder"),
-                       (["derive", "voc", "--root", tmp_path / "file/sub"], "is under a file"),
-                       (["derive", "voc", "--root", tmp_path / "empty"], "not found")]:
+                       (["get", "camvid", "--data-root", tmp_path / "file"], "is a file, not a folder"),
+                       (["derive", "voc", "--data-root", tmp_path / "file/sub"], "is under a file"),
+                       (["derive", "voc", "--data-root", tmp_path / "empty"], "not found")]:
         r = run(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and says in r.stderr, (args, r.stderr)
@@ -497,7 +497,163 @@ def test_images_claiming_huge_sizes_are_refused_from_their_header(fixture_root, 
         msg = layer_error(tmp_path, "VOCSegDataLayer", {"dir": str(d), "split": "one"})
         assert "100000x100000" in msg and "resize it" in msg and time.time() - t < 10, msg
     fixtures.write_list(d / "ImageSets/Segmentation/seg11valid.txt", ["a", "b"])
-    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "check", "voc", "--root",
+    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "check", "voc", "--data-root",
                         str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stdout.count("100000x100000") == 2
+
+
+# ---------------------------------------------------------------------------
+# Where the data is: the data root rule, relative paths, the environment
+
+
+def test_a_data_root_holds_a_dataset_when_its_split_lists_are_there(shared_data, tmp_path):
+    """data/camvid/ in the repo holds a README only: a folder of that name is not the
+    dataset, and the shared data beside the repo is used when it has the lists."""
+    assert (REPO / "data/camvid").is_dir()
+    assert layers.holds(shared_data, [("camvid", "train"), ("camvid", "val"), "squeezenet"])
+    assert not layers.holds(REPO / "data", [("camvid", "train")])
+    assert not layers.holds(shared_data, [("camvid", "test")])          # not there on purpose
+    if not layers.holds(REPO / "data", [("camvid", "val")]):
+        assert layers.data_root(needs=[("camvid", "val")]) == layers.SHARED_DATA.resolve() \
+            or layers.data_root(needs=[("camvid", "val")]) == layers.SHARED_DATA
+    assert layers.data_root(needs=[("voc", "seg11valid")]) == REPO / "data"  # holds none: data/
+
+
+def test_relative_data_roots_are_relative_to_the_working_directory(shared_data, tmp_path):
+    (tmp_path / "here").symlink_to(shared_data, target_is_directory=True)
+    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "check", "camvid", "--split",
+                        "val", "--data-root", "here"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env={**os.environ, "FCN_DATA": "here"})
+    assert r.returncode == 0 and "camvid: complete" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "check", "camvid", "--split",
+                        "val"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "FCN_DATA": "here"})
+    assert r.returncode == 0 and "camvid: complete" in r.stdout, r.stdout + r.stderr
+
+
+PREPARE, INFER, SOLVE = ["prepare.py", "check", "camvid"], ["infer.py", "x.jpg"], \
+    ["voc-fcn8s/solve.py", "--iters", "1"]
+
+
+@pytest.mark.parametrize("command,var,value,says", [
+    (PREPARE, "FCN_DATA", "", "$FCN_DATA is set to ''"),
+    (SOLVE, "FCN_DATA", "/proc/version", "is a file, not a folder"),
+    (INFER, "FCN_MAX_MEMORY_GB", "lots", "$FCN_MAX_MEMORY_GB is 'lots'; it must be a number "
+                                         "above 0"),
+    (INFER, "FCN_MAX_MEMORY_GB", "nan", "must be a number above 0"),
+    (PREPARE, "FCN_MAX_MEMORY_GB", "0", "must be a number above 0"),
+    (SOLVE, "FCN_MAX_MEMORY_GB", "-4", "must be a number above 0"),
+    (INFER, "CAFFE_WINOGRAD", "off", "$CAFFE_WINOGRAD is 'off'; it must be 0 or 1"),
+])
+def test_every_variable_is_checked_before_any_work(command, var, value, says, tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, var: value})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_a_tiny_memory_limit_is_said_as_such(alexnet_weights, shared_data, tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "infer.py"),
+                        shared_data / "voc-demo/image.jpg", "--model", "voc-fcn-alexnet",
+                        "--weights", alexnet_weights, "--out", tmp_path],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "FCN_MAX_MEMORY_GB": "1e-9"})
+    assert r.returncode == 2 and "for the smallest image" in r.stderr, r.stderr
+    assert "1 px" not in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Downloads: the record of checksums, and parts of earlier downloads
+
+
+def test_recorded_checksums_are_normalised(server, tmp_path, monkeypatch):
+    """An upper-case sha256 and a size given as a string are the same values: the right
+    file is accepted (they were compared as given, and the file deleted every run)."""
+    import hashlib
+    httpd, url = server
+    body = b"the right file" * 50
+    RangeHandler.files = {"/f.bin": body}
+    (tmp_path / "c.json").write_text(json.dumps({f"{url}/f.bin": {
+        "size": str(len(body)), "sha256": hashlib.sha256(body).hexdigest().upper()}}))
+    monkeypatch.setenv("FCN_CHECKSUMS", str(tmp_path / "c.json"))
+    downloads.download(f"{url}/f.bin", tmp_path / "f.bin")
+    assert (tmp_path / "f.bin").read_bytes() == body
+
+
+@pytest.mark.parametrize("entry,says", [
+    ({"size": "big"}, "size 'big' is not a number of bytes"),
+    ({"size": -3}, "is not a number of bytes"),
+    ({"sha256": "abc"}, "sha256 'abc' is not 64 hex digits"),
+    ({"md5": 5}, "md5 5 is not 32 hex digits"),
+    ({"source": "me"}, "each entry must be an object"),
+    ("text", "each entry must be an object"),
+])
+def test_a_bad_checksum_record_stops_before_any_download(entry, says, server, tmp_path):
+    httpd, url = server
+    RangeHandler.files = {"/benchmark.tgz": b"x" * 100}
+    (tmp_path / "c.json").write_text(json.dumps({downloads.SBD_URL: entry}))
+    env = {**os.environ, **proxy_env(url), "FCN_CHECKSUMS": str(tmp_path / "c.json")}
+    for command in (["prepare.py", "get", "sbdd", "--data-root", tmp_path / "data"],
+                    ["reproduce.py", "voc", "--dry-run", "--out", tmp_path / "out"]):
+        r = subprocess.run([sys.executable, str(REPO / command[0]), *map(str, command[1:])],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    assert RangeHandler.ranges == [] and not (tmp_path / "data/downloads").exists()
+
+
+def test_a_stale_part_with_nothing_on_record_is_not_continued(server, tmp_path, capsys):
+    """The part of an earlier download of another file: appending the new file's tail
+    to it gave a file that is neither, and its hash was printed to be recorded."""
+    import hashlib
+    httpd, url = server
+    old, new = b"A" * 3000, b"B" * 5000
+    RangeHandler.files = {"/f.bin": old}
+    RangeHandler.cut = {"/f.bin": 1000}
+    with pytest.raises(downloads.DownloadError, match="stopped at"):
+        downloads.download(f"{url}/f.bin", tmp_path / "f.bin", trust_new=True)
+    RangeHandler.files, RangeHandler.cut = {"/f.bin": new}, {}      # the file changed since
+    downloads.download(f"{url}/f.bin", tmp_path / "f.bin", trust_new=True)
+    assert (tmp_path / "f.bin").read_bytes() == new
+    assert hashlib.sha256(new).hexdigest() in capsys.readouterr().out
+    # a part without a validator (an older run's) is started over too
+    (tmp_path / "g.bin.part").write_bytes(b"A" * 1000)
+    RangeHandler.files = {"/g.bin": new}
+    downloads.download(f"{url}/g.bin", tmp_path / "g.bin", trust_new=True)
+    assert (tmp_path / "g.bin").read_bytes() == new
+    assert "starting over" in capsys.readouterr().out
+
+
+def test_an_unchanged_file_resumes_from_its_part_with_nothing_on_record(server, tmp_path):
+    httpd, url = server
+    body = np.random.default_rng(2).bytes(200000)
+    RangeHandler.files, RangeHandler.cut = {"/f.bin": body}, {"/f.bin": 50000}
+    with pytest.raises(downloads.DownloadError, match="stopped at"):
+        downloads.download(f"{url}/f.bin", tmp_path / "f.bin", trust_new=True)
+    RangeHandler.cut = {}
+    downloads.download(f"{url}/f.bin", tmp_path / "f.bin", trust_new=True)
+    assert RangeHandler.ranges == ["bytes=50000-"]
+    assert (tmp_path / "f.bin").read_bytes() == body
+
+
+def test_no_url_points_at_a_moving_branch():
+    urls = [s.url for d in prepare.SOURCES.values() for s in d] + list(downloads.KNOWN)
+    for u in urls:
+        assert "/master" not in u and "refs/heads" not in u, u
+    assert downloads.RELEASE_COMMIT.startswith("1305c73") and len(downloads.RELEASE_COMMIT) == 40
+    assert downloads.KNOWN[downloads.SBD_URL].size == 1419539633
+
+
+# ---------------------------------------------------------------------------
+# One run at a time
+
+
+def test_a_data_root_in_use_is_one_line_naming_the_process(tmp_path):
+    import files
+    with files.locked(tmp_path, "--data-root"):
+        r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "get", "camvid",
+                            "--data-root", tmp_path], capture_output=True, text=True,
+                           timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"is in use by process {os.getpid()}" in r.stderr and "pytest" in r.stderr
+    assert not (tmp_path / "downloads").exists()

@@ -330,3 +330,52 @@ def test_reference_export_refuses_a_huge_image_before_decoding_it(alexnet_weight
     r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights, "--image",
             huge, "--out", tmp_path, cwd=tmp_path)
     assert r.returncode == 2 and "is a folder" in r.stderr
+
+
+def test_no_output_replaces_a_file_the_project_did_not_write(alexnet_weights, shared_data,
+                                                             tmp_path):
+    """infer.py a/cat.jpg --out a overwrote an unrelated a/cat.png; reference.py export
+    with --out the image or the weights replaced it. Refused before any work; the
+    project's own outputs are replaced on a rerun."""
+    a = tmp_path / "a"
+    a.mkdir()
+    Image.open(shared_data / "voc-demo/image.jpg").save(a / "cat.jpg")
+    (a / "cat.png").write_bytes(b"my drawing of a cat")
+    common = ["--model", "voc-fcn-alexnet", "--weights", alexnet_weights]
+    r = run("infer.py", a / "cat.jpg", "--out", a, *common, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "was not written by this project" in r.stderr and not r.stdout
+    assert (a / "cat.png").read_bytes() == b"my drawing of a cat"
+    (a / "cat.png").unlink()
+    for _ in range(2):                                  # its own outputs: replaced
+        r = run("infer.py", a / "cat.jpg", "--out", a, *common, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert visual.written_by_us(a / "cat.png") and visual.written_by_us(a / "cat_overlay.jpg")
+
+    image, weights = a / "cat.jpg", tmp_path / "w.caffemodel"
+    weights.write_bytes(alexnet_weights.read_bytes())
+    before = {p: p.read_bytes() for p in (image, weights)}
+    for out in (image, weights, a / "cat.png"):
+        r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", weights, "--image",
+                image, "--out", out, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "would overwrite the input" in r.stderr or "not written by this" in r.stderr
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(alexnet_weights, shared_data,
+                                                            small_disk, tmp_path):
+    disk = small_disk(8)
+    r = run("infer.py", shared_data / "voc-demo/image.jpg", "--model", "voc-fcn-alexnet",
+            "--weights", alexnet_weights, "--out", disk, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "the disk is full" in r.stderr and "Traceback" not in r.stderr
+    for p in disk.iterdir():                         # what is there is whole
+        assert p.stat().st_size > 0
+        Image.open(p).load()                         # decodes to the end
+    r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights,
+            "--image", shared_data / "voc-demo/image.jpg", "--out", disk / "r.npz",
+            cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "not enough disk space for the reference archive" in r.stderr
+    assert not (disk / "r.npz").exists()

@@ -25,7 +25,7 @@ import fixtures
 import nets
 import prepare
 from conftest import REPO, fill_random
-from loopback import RangeHandler, start, tar_of
+from loopback import RangeHandler, proxy_env, start, tar_of
 
 ITERS = 2           # per stage; scored and snapshotted every iteration
 
@@ -71,7 +71,7 @@ def world(tmp_path_factory):
     write_record(record, served)
     httpd, url = start()
     RangeHandler.files = dict(served)
-    env = {**os.environ, "http_proxy": url, "HTTP_PROXY": url, "no_proxy": "", "NO_PROXY": "",
+    env = {**os.environ, **proxy_env(url),
            "FCN_CHECKSUMS": str(record), "PYTHONPATH": ""}
     yield SimpleNamespace(base=base, repo=repo, env=env, record=record, served=served,
                           data=base / "data", out=base / "out")
@@ -224,3 +224,81 @@ def test_siftflow_two_heads_in_the_table(world):
 def test_user_mistakes_are_one_line(world, args, says):
     r = reproduce(world, *args, "--dry-run")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_released_redo_of_a_model_keeps_what_training_made(world):
+    """--released trains nothing: --redo MODEL scores its released weights again and
+    leaves that model's trained weights and snapshots alone (they were deleted)."""
+    stage = world.out / "voc/voc-fcn8s"
+    kept = sorted(p.relative_to(stage) for p in stage.rglob("*.caffemodel"))
+    assert (stage / "final.caffemodel").is_file() and kept
+    env = {**world.env, "FCN_CHECKSUMS": str(world.base / "checksums-released.json")}
+    r = reproduce(world, *voc_args(world, "--released", "--redo", "voc-fcn8s"), env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "--redo voc-fcn8s: scoring voc-fcn8s's released weights again" in r.stdout
+    assert "== score voc-fcn8s" in r.stdout
+    assert sorted(p.relative_to(stage) for p in stage.rglob("*.caffemodel")) == kept
+
+
+@pytest.mark.parametrize("speed", ["[]", "null", "{}", '{"x": [-1, 2]}', '{"k": [NaN, 1]}',
+                                   "FOLDER", "\x00\xff"])
+def test_damaged_caches_are_rebuilt_not_tracebacks(world, speed):
+    """speed.json, a score record and a data stamp damaged in every way a crash or an
+    editor leaves them: each is treated as absent (timed, scored or checked again)."""
+    import files
+    world.out.mkdir(exist_ok=True)
+    files.claim_folder(world.out, "--out", "reproduce.py")     # (made by earlier runs)
+    saved = {}
+    paths = [world.out / "speed.json", world.out / "voc/scores/voc-fcn8s.json",
+             world.data / "pascal/VOC2011/.fcn-checked"]
+    for p in paths:
+        saved[p] = p.read_bytes() if p.is_file() else None
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if speed == "FOLDER":
+            paths[0].unlink(missing_ok=True)
+            paths[0].mkdir()
+        else:
+            paths[0].write_bytes(speed.encode("utf-8", "surrogateescape"))
+        paths[1].write_text("[]")
+        paths[2].write_bytes(b"\xff\xfe\x00 binary")
+        r = reproduce(world, *voc_args(world, "--dry-run"))
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        assert "estimate: -" not in r.stdout and "about -" not in r.stdout     # no negative time
+        assert "[todo] data voc" in r.stdout and "[todo] score voc-fcn8s" in r.stdout
+        assert "estimate:" in r.stdout
+    finally:
+        if paths[0].is_dir():
+            paths[0].rmdir()
+        for p, data in saved.items():
+            if data is not None:
+                p.write_bytes(data)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def test_a_data_root_that_cannot_be_written_is_refused_before_the_timing(world, tmp_path):
+    (tmp_path / "file").write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                             capture_output=True).returncode == 0
+    try:
+        for root, says in [(tmp_path / "file", "is a file, not a folder"),
+                           *([(ro, "cannot be written")] if mounted else [])]:
+            r = reproduce(world, "voc", "--data-root", root, "--out", tmp_path / "o",
+                          "--dry-run")
+            assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, \
+                r.stderr
+            assert "timing" not in r.stdout
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(ro)])
+
+
+def test_an_output_folder_in_use_is_one_line(world):
+    import files
+    with files.locked(world.out, "--out"):
+        r = reproduce(world, *voc_args(world, "--dry-run"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"is in use by process {os.getpid()}" in r.stderr

@@ -118,3 +118,32 @@ def test_score_cli_bad_input_is_one_line(args, says, fixture_data, alexnet_weigh
     r = run_score(*args, "--data-root", fixture_data, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_predictions_never_go_over_the_ground_truth(fixture_data, alexnet_weights, tmp_path):
+    """--save-dir pointed at the dataset's label folder overwrote the ground truth (the
+    next score was 100.00 mean IU)."""
+    labels = fixture_data / "pascal/VOC2011/SegmentationClass"
+    before = {p.name: p.read_bytes() for p in labels.iterdir()}
+    r = run_score("voc-fcn-alexnet", "--weights", alexnet_weights, "--data-root", fixture_data,
+                  "--save-dir", labels, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "is inside the dataset folder" in r.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/2008_000004.png").write_bytes(labels.joinpath("2008_000004.png")
+                                                     .read_bytes())
+    r = run_score("voc-fcn-alexnet", "--weights", alexnet_weights, "--data-root", fixture_data,
+                  "--save-dir", tmp_path / "mine", cwd=tmp_path)
+    assert r.returncode == 2 and "2008_000004.png exists and was not written" in r.stderr
+    assert {p.name: p.read_bytes() for p in labels.iterdir()} == before
+
+
+def test_a_full_disk_under_save_dir_is_one_line(fixture_data, alexnet_weights, small_disk,
+                                                tmp_path):
+    disk = small_disk(4)
+    (disk / "pad").write_bytes(b"x" * 3000)          # leaves room for about one PNG
+    r = run_score("voc-fcn-alexnet", "--weights", alexnet_weights, "--data-root", fixture_data,
+                  "--save-dir", disk, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "the disk is full" in r.stderr
+    assert all(p.stat().st_size > 0 for p in disk.iterdir())

@@ -60,11 +60,12 @@ def test_training_scores_logs_plots_and_snapshots(trained):
 
 def test_resume_continues_at_the_snapshot(trained, fixture_data, tmp_path):
     """Resuming at iteration 2 replaces what the earlier run logged after it: a run
-    killed between a scoring and its snapshot leaves no duplicate record."""
+    killed between a scoring and its snapshot leaves no duplicate record. (A copy of
+    the run folder, resumed as it is: its states name their weights relative to
+    themselves.)"""
     out = tmp_path / "run"
     shutil.copytree(trained[0], out)
     state = out / "snapshots/train_iter_2.solverstate"
-    rewrite_state(state, learned_net=str(out / "snapshots/train_iter_2.caffemodel"))
     r = solve("--resume", state, "--iters", 4, "--test-interval", 2, "--display", 1,
               "--data-root", fixture_data, "--out", out, cwd=out)
     assert r.returncode == 0, r.stderr
@@ -107,10 +108,10 @@ def test_resume_refuses_states_caffe_would_abort_on(case, says, trained, fixture
         bad.write_bytes(b"")
     elif case == "text":
         bad.write_text("this is not a solver state\n" * 20)
-    elif case == "fewer":
-        rewrite_state(state, bad, keep_history=10)
+    elif case == "fewer":       # (a copy elsewhere: its weights named by their full path)
+        rewrite_state(state, bad, keep_history=10, learned_net=str(weights))
     elif case == "shape":
-        rewrite_state(state, bad, reshape=3)
+        rewrite_state(state, bad, reshape=3, learned_net=str(weights))
     elif case == "truncated":
         cut = tmp_path / "cut.caffemodel"
         cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -247,3 +248,114 @@ def test_training_outside_a_model_folder_is_one_line(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "not-a-model is not a model directory" in r.stderr
+
+
+def test_states_name_their_weights_relative_to_themselves(trained):
+    s = caffe_pb2.SolverState()
+    s.ParseFromString((trained[0] / "snapshots/train_iter_4.solverstate").read_bytes())
+    assert s.learned_net == "train_iter_4.caffemodel"
+
+
+def test_a_moved_or_copied_run_resumes_from_its_own_weights(trained, fixture_data, tmp_path):
+    """A state written before patch 0015 names its weights by absolute path: the run
+    folder moved, every resume failed; copied, it resumed from the original's weights.
+    The weights beside the state are used instead."""
+    orig = tmp_path / "orig"
+    shutil.copytree(trained[0], orig)
+    rewrite_state(orig / "snapshots/train_iter_2.solverstate",
+                  learned_net=str(orig / "snapshots/train_iter_2.caffemodel"))
+    copy = tmp_path / "copy"
+    shutil.copytree(orig, copy)
+    moved = tmp_path / "moved"
+    orig.rename(moved)                                  # the path in the state is gone
+    for run in (moved, copy):
+        r = solve("--resume", run / "snapshots/train_iter_2.solverstate", "--iters", 3,
+                  "--test-interval", 3, "--data-root", fixture_data, "--out", run, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "at iteration 2" in r.stdout and (run / "final.caffemodel").is_file()
+
+
+def test_the_newest_intact_snapshot_is_found_past_a_damaged_one(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained[0], out)
+    newest = out / "snapshots/train_iter_4.caffemodel"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    said = []
+    assert training.last_snapshot(out, said.append) == \
+        out / "snapshots/train_iter_2.solverstate"
+    assert len(said) == 1 and "train_iter_4.caffemodel" in said[0] and "damaged" in said[0]
+    (out / "snapshots/train_iter_2.solverstate").write_bytes(b"\0" * 100)
+    assert training.last_snapshot(out) is None
+
+
+def test_a_run_stopped_after_its_last_snapshot_finishes_on_resume(trained, fixture_data,
+                                                                   tmp_path):
+    """The last iteration is snapshotted; a kill before final.caffemodel left every
+    resume refused ('the state is at iteration 4, not before --iters 4')."""
+    out = tmp_path / "run"
+    shutil.copytree(trained[0], out)
+    (out / "final.caffemodel").unlink()
+    r = solve("--resume", out / "snapshots/train_iter_4.solverstate", "--iters", 4,
+              "--data-root", fixture_data, "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "the final ones" in r.stdout
+    assert (out / "final.caffemodel").read_bytes() == \
+        (out / "snapshots/train_iter_4.caffemodel").read_bytes()
+    r = solve("--resume", out / "snapshots/train_iter_4.solverstate", "--iters", 3,
+              "--data-root", fixture_data, "--out", out, cwd=tmp_path)
+    assert r.returncode == 2 and "past --iters 3" in r.stderr, r.stderr
+
+
+def test_a_damaged_log_tail_is_dropped_on_resume(trained, fixture_data, tmp_path):
+    """A kill in the middle of an append, NUL bytes after a crash: every resume was a
+    JSONDecodeError traceback."""
+    out = tmp_path / "run"
+    shutil.copytree(trained[0], out)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 6, "mean_')
+    with open(out / "train_log.jsonl", "ab") as f:
+        f.write(b"\0" * 64)
+    r = solve("--resume", out / "snapshots/train_iter_2.solverstate", "--iters", 4,
+              "--test-interval", 2, "--data-root", fixture_data, "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "metrics.jsonl: dropped 1 damaged line(s)" in r.stdout
+    assert "train_log.jsonl: dropped 1 damaged line(s)" in r.stdout
+    assert [m["iter"] for m in lines(out / "metrics.jsonl")] == [2, 4]
+
+
+def test_an_output_folder_in_use_is_one_line(fixture_data, alexnet_weights, tmp_path):
+    import files
+    with files.locked(tmp_path / "o", "--out"):
+        r = solve("--weights", alexnet_weights, "--iters", 2, "--data-root", fixture_data,
+                  "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"is in use by process {os.getpid()}" in r.stderr
+    assert not (tmp_path / "o/metrics.jsonl").exists()
+
+
+def test_a_folder_of_the_users_is_not_an_output_folder(fixture_data, alexnet_weights,
+                                                       tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/progress.png").write_bytes(b"my own plot")
+    r = solve("--weights", alexnet_weights, "--iters", 2, "--data-root", fixture_data,
+              "--out", tmp_path / "mine", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "holds files this project did not write (progress.png)" in r.stderr
+    assert (tmp_path / "mine/progress.png").read_bytes() == b"my own plot"
+
+
+def test_a_full_disk_stops_training_with_one_line(fixture_data, small_disk, tmp_path):
+    """A snapshot that does not fit: Caffe aborted (exit 134) inside
+    SerializeToOstream and left its half-written files."""
+    disk = small_disk(8 * 1024)
+    r = solve("--from-scratch", "--iters", 4, "--test-interval", 2, "--data-root", fixture_data,
+              "--out", disk, cwd=tmp_path, model="camvid-fcn8s-squeezenet")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    # 8 MB hold one snapshot of its 3.1 MB of weights (and as much history), not two
+    assert "not enough disk space for a snapshot" in r.stderr
+    assert "stopped at iteration 4; the last snapshot is disk0/snapshots/train_iter_2." \
+        "solverstate" in r.stderr and "solve.py --resume" in r.stderr
+    assert list((disk / ".snapshot-tmp").iterdir()) == []
+    assert sorted(p.name for p in (disk / "snapshots").iterdir()) == [
+        "train_iter_2.caffemodel", "train_iter_2.solverstate"]
+    assert [m["iter"] for m in lines(disk / "metrics.jsonl")] == [2, 4]
