@@ -55,10 +55,15 @@ def test_make_demo_finds_the_shared_data_and_trains(newcomer):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"data from {top / 'shared/data'}" in r.stdout      # ../shared beside the copy
     assert "fine-tuning camvid-fcn8s-squeezenet on CamVid train for 3 iterations" in r.stdout
-    m = json.loads((repo / "out/demo/metrics.json").read_text())
-    assert m["iterations"] == 3 and m["n_images"] == 101
-    assert (repo / "out/demo/train/final.caffemodel").is_file()
-    assert len(list((repo / "out/demo/overlays").iterdir())) == 4
+    out = repo / "out/demo"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"] == "camvid-fcn8s-squeezenet" and m["iterations"] == 3
+    assert m["n_images"] == 101 and 0 <= m["mean_iu"] <= 1
+    assert set(m["per_class_iu"]) >= {"sky", "road", "car"}
+    assert (out / "train/final.caffemodel").is_file() and (out / "progress.png").is_file()
+    assert len(list((out / "overlays").iterdir())) == 4
+    assert "bow tie" in r.stdout and "chickadee" in r.stdout      # the decoded classifier
+    assert f"metrics:  {out / 'metrics.json'}" in r.stdout
 
 
 def test_readme_commands_on_the_shared_data(newcomer):
