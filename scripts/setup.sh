@@ -11,6 +11,9 @@
 # the bundle's libraries are unpacked into the cache, Boost is compiled with Caffe for
 # $PYTHON, and .venv uses $PYTHON's installed packages where their versions fit.
 #
+# From a wheel (FCN_WHEEL=path of one 'make wheel' wrote): the steps are venv wheel
+# check; nothing is compiled and no Debian package is needed.
+#
 # Idempotent: every step checks what is there and does only what is missing.
 # A failed step prints one line "setup: STEP failed: WHAT TO DO" and exits 1;
 # rerunning continues from where it stopped.
@@ -20,11 +23,14 @@
 #   FCN_CACHE_DIR    build cache (default ${XDG_CACHE_HOME:-~/.cache}/fcn-caffe)
 #   FCN_CAFFE_SDIST  use this sdist file instead of downloading it (still hash-checked)
 #   FCN_BUNDLE       install offline from this bundle (see above and README)
+#   FCN_WHEEL        install this wheel of Caffe instead of building one
+#   FCN_GPU, FCN_CUDNN, FCN_CUDA_ARCH, CUDA_HOME   the GPU build (docs/gpu.md)
+#   FCN_VENV         the venv to fill (default .venv; make wheel builds in its own)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CAFFE_DIR=$ROOT/third_party/caffe
-VENV=$ROOT/.venv
+VENV=${FCN_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 PYTHON=${PYTHON:-python3}
 CACHE=${FCN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fcn-caffe}
@@ -71,13 +77,23 @@ step_bundle() {
 # an NVIDIA GPU answers (nvidia-smi). The toolkit is CUDA_HOME when set, else the PyPI
 # wheels of requirements-cuda.txt installed into the cache.
 CUDA_MAJOR=13
+# Unset, it also keeps the build the venv holds: after FCN_GPU=1 make setup, a plain make
+# test or make demo stays on the CUDA build (and FCN_CUDNN likewise).
 gpu_build() {
   case ${FCN_GPU:-} in
     1) return 0 ;;
     0) return 1 ;;
-    "") command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 ;;
+    "") { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; } ||
+        installed_has cuda ;;
     *) die setup "FCN_GPU=$FCN_GPU: use FCN_GPU=1 (CUDA build), FCN_GPU=0 (CPU build) or leave it unset" ;;
   esac
+}
+cudnn_build() {
+  case ${FCN_CUDNN:-} in 1) return 0 ;; 0) return 1 ;; *) installed_has cudnn ;; esac
+}
+# installed_has cuda|cudnn: what the caffe installed in the venv was built with
+installed_has() {
+  grep -qs "\"$1\": true" "$VENV"/lib/python3*/site-packages/caffe/fcn_build.json
 }
 
 # Sets and exports FCN_CUDA_HOME and FCN_CUDA_ARCHS for build.sh.
@@ -94,16 +110,20 @@ cuda_toolkit() {
     [ -x "$CUDA_HOME/bin/nvcc" ] || die cuda "CUDA_HOME=$CUDA_HOME has no bin/nvcc; point it at a CUDA toolkit or unset it to use the PyPI wheels"
     FCN_CUDA_HOME=$CUDA_HOME
   else
-    local dir; dir=$CACHE/cuda/$(sha256 "$ROOT/requirements-cuda.txt" | cut -c1-16)
+    local reqs=("$ROOT/requirements-cuda.txt")
+    cudnn_build && reqs+=("$ROOT/requirements-cudnn.txt")
+    local dir; dir=$CACHE/cuda/$(cat "${reqs[@]}" | sha256sum | cut -c1-16)
     if [ ! -f "$dir/.complete" ]; then
       [ -x "$PY" ] || die cuda "no .venv yet; run the venv step first"
       rm -rf "$dir"; mkdir -p "$dir"
       local from=()
       [ -n "$OFFLINE" ] && { bundle_dir; from=(--no-index --find-links "$BUNDLE_DIR/wheels"); }
       say "cuda: installing the CUDA $CUDA_MAJOR toolkit wheels of requirements-cuda.txt into $dir"
-      run cuda "pip install -r requirements-cuda.txt did not succeed (offline: make the bundle with BUNDLE_ARGS=--cuda, or set CUDA_HOME)" \
+      local r args=()
+      for r in "${reqs[@]}"; do args+=(-r "$r"); done
+      run cuda "pip install -r ${reqs[*]##*/} did not succeed (offline: make the bundle with BUNDLE_ARGS=--cuda, or set CUDA_HOME)" \
         "$CACHE/logs/cuda.log" "$PY" -m pip install --disable-pip-version-check --no-deps \
-        --target "$dir" "${from[@]}" -r "$ROOT/requirements-cuda.txt"
+        --target "$dir" "${from[@]}" "${args[@]}"
       # The wheels ship only libX.so.N; the linker and CMake look for libX.so.
       local f
       for f in "$dir/nvidia/cu$CUDA_MAJOR"/lib/lib*.so.*; do
@@ -114,6 +134,19 @@ cuda_toolkit() {
     FCN_CUDA_HOME=$dir/nvidia/cu$CUDA_MAJOR
     # nvcc links cudart and cudadevrt from lib64/; the wheels put them in lib/.
     [ -e "$FCN_CUDA_HOME/lib64" ] || ln -s lib "$FCN_CUDA_HOME/lib64"
+    if cudnn_build; then
+      FCN_CUDNN_HOME=$dir/nvidia/cudnn
+      local f
+      for f in "$FCN_CUDNN_HOME"/lib/lib*.so.*; do
+        [ -e "${f%%.so.*}.so" ] || ln -s "$(basename "$f")" "${f%%.so.*}.so"
+      done
+      export FCN_CUDNN_HOME
+    fi
+  fi
+  if cudnn_build && [ -z "${FCN_CUDNN_HOME:-}" ]; then
+    [ -f "$CUDA_HOME/include/cudnn.h" ] || die cuda "FCN_CUDNN=1 with CUDA_HOME=$CUDA_HOME, which has no include/cudnn.h; unset CUDA_HOME to use the PyPI cuDNN wheel"
+    FCN_CUDNN_HOME=$CUDA_HOME
+    export FCN_CUDNN_HOME
   fi
   # Native code for the GPUs present (else FCN_CUDA_ARCH, default 90: H100) plus PTX.
   local caps=
@@ -127,7 +160,7 @@ step_cuda() {
     say "cuda: CPU build (no NVIDIA GPU answers; FCN_GPU=1 builds for CUDA)"; return
   fi
   cuda_toolkit
-  say "cuda: CUDA build for sm_$FCN_CUDA_ARCHS with $("$FCN_CUDA_HOME/bin/nvcc" --version | tail -n1) ($FCN_CUDA_HOME)"
+  say "cuda: CUDA build for sm_$FCN_CUDA_ARCHS with $("$FCN_CUDA_HOME/bin/nvcc" --version | tail -n1) ($FCN_CUDA_HOME)${FCN_CUDNN_HOME:+, cuDNN ($FCN_CUDNN_HOME)}"
 }
 
 step_apt() {
@@ -255,7 +288,7 @@ for mod in ("numpy", "google.protobuf"):
 EOF
   if gpu_build; then
     cuda_toolkit
-    echo "cuda $("$FCN_CUDA_HOME/bin/nvcc" --version | tail -n1) archs $FCN_CUDA_ARCHS"
+    echo "cuda $("$FCN_CUDA_HOME/bin/nvcc" --version | tail -n1) archs $FCN_CUDA_ARCHS cudnn $(cudnn_build && echo 1 || echo 0)"
   fi
   [ -n "$OFFLINE" ] && return
   local p
@@ -327,6 +360,21 @@ install_caffe() {
   say "caffe: installed $key into $site/caffe"
 }
 
+# The caffe package from a wheel 'make wheel' wrote, instead of a build.
+step_wheel() {
+  [ -n "${FCN_WHEEL:-}" ] || die wheel "set FCN_WHEEL to a wheel made by 'make wheel'"
+  [ -x "$PY" ] || die wheel "no .venv yet; run the venv step first"
+  local key stamp=$VENV/.fcn-caffe-key
+  key="wheel $(sha256 "$FCN_WHEEL")"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then say "wheel: installed in .venv"; return; fi
+  rm -f "$stamp"
+  run wheel "pip could not install $FCN_WHEEL into .venv (a wheel for another Python or platform?)" \
+    "$CACHE/logs/wheel-install.log" "$PY" -m pip install --disable-pip-version-check \
+    --no-index --no-deps --force-reinstall "$FCN_WHEEL"
+  echo "$key" >"$stamp"
+  say "wheel: installed $(basename "$FCN_WHEEL") into .venv"
+}
+
 step_check() {
   local err
   err=$(cd / && "$PY" -c 'import caffe; caffe.layer_type_list()' 2>&1 >/dev/null) ||
@@ -345,6 +393,13 @@ check_env() {
   if [ -n "${FCN_CUDA_ARCH:-}" ] && ! [[ $FCN_CUDA_ARCH =~ ^[1-9][0-9]{1,2}(\;[1-9][0-9]{1,2})*$ ]]; then
     die setup "FCN_CUDA_ARCH=$FCN_CUDA_ARCH: give compute capabilities without the dot, e.g. 90 or '80;90'"
   fi
+  case ${FCN_CUDNN-unset} in unset|0) ;; 1)
+    [ "${FCN_GPU:-}" = 1 ] || gpu_build || die setup "FCN_CUDNN=1 is for the CUDA build: add FCN_GPU=1" ;;
+    *) die setup "FCN_CUDNN=$FCN_CUDNN: use FCN_CUDNN=1 (CUDA build with cuDNN 9) or leave it unset" ;;
+  esac
+  if [ -n "${FCN_WHEEL:-}" ] && [ ! -f "$FCN_WHEEL" ]; then
+    die wheel "FCN_WHEEL=$FCN_WHEEL: no such file; make one with 'make wheel'"
+  fi
   if [ -n "${FCN_BUNDLE:-}" ] && [ ! -f "$FCN_BUNDLE" ]; then
     die bundle "FCN_BUNDLE=$FCN_BUNDLE: no such file"
   fi
@@ -357,14 +412,16 @@ main() {
   local steps=("$@") s start=$SECONDS
   check_env
   if [ ${#steps[@]} -eq 0 ]; then
-    if [ -n "$OFFLINE" ]; then steps=(bundle venv sdist cuda caffe check); else steps=(apt venv sdist cuda caffe check); fi
+    if [ -n "${FCN_WHEEL:-}" ]; then steps=(venv wheel check)
+    elif [ -n "$OFFLINE" ]; then steps=(bundle venv sdist cuda caffe check)
+    else steps=(apt venv sdist cuda caffe check); fi
   fi
   if [ "${steps[0]}" = key ]; then cache_key; return; fi
   if [ "${steps[0]}" = sdist-path ]; then sdist_path; return; fi
   for s in "${steps[@]}"; do
     case $s in
-      apt|bundle|venv|sdist|cuda|caffe|check) "step_$s" ;;
-      *) die setup "unknown step '$s'; steps are: apt bundle venv sdist cuda caffe check key sdist-path" ;;
+      apt|bundle|venv|sdist|cuda|caffe|wheel|check) "step_$s" ;;
+      *) die setup "unknown step '$s'; steps are: apt bundle venv sdist cuda caffe wheel check key sdist-path" ;;
     esac
   done
   say "done in $((SECONDS - start)) s"

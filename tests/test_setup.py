@@ -103,12 +103,18 @@ def test_cache_key_follows_the_build_inputs(tmp_path):
 
 def test_gpu_build_choice():
     """FCN_GPU=0 forces the CPU build, a value other than 0/1 is one line; with no GPU
-    answering and FCN_GPU unset, the build is the CPU one (and the key is unchanged)."""
+    answering and FCN_GPU unset, the build is the one .venv holds (the CPU one, unless
+    FCN_GPU=1 made a CUDA one), and so is its key."""
+    import cli
     r = run_setup("cuda", FCN_GPU="0")
     assert r.returncode == 0 and "cuda: CPU build" in r.stdout, r.stderr
     assert "FCN_GPU=yes" in one_error_line(run_setup("cuda", FCN_GPU="yes"), "setup")
+    assert "FCN_CUDNN=2" in one_error_line(run_setup("cuda", FCN_CUDNN="2"), "setup")
     if shutil.which("nvidia-smi") is None:
-        assert run_setup("key").stdout == run_setup("key", FCN_GPU="0").stdout
+        held = "1" if cli.build_info().get("cuda") else "0"
+        assert run_setup("key").stdout == run_setup("key", FCN_GPU=held).stdout
+        assert (run_setup("key").stdout == run_setup("key", FCN_GPU="0").stdout) == \
+            (held == "0")
 
 
 def test_the_cuda_toolkit_from_the_wheels_compiles_and_links(tmp_path):

@@ -27,11 +27,13 @@ done
 
 stage "configure"
 # FCN_PREFIX (offline install): the unpacked bundle that holds the libraries.
-# FCN_CUDA_HOME, FCN_CUDA_ARCHS (GPU build): the CUDA toolkit and the GPU architectures.
+# FCN_CUDA_HOME, FCN_CUDA_ARCHS (GPU build): the CUDA toolkit and the GPU architectures;
+# FCN_CUDNN_HOME: cuDNN 9 (include/, lib/) for its layers.
 cuda=()
 if [ -n "${FCN_CUDA_HOME:-}" ]; then
   cuda=(-DFCN_CUDA=ON -DCMAKE_CUDA_COMPILER="$FCN_CUDA_HOME/bin/nvcc"
-        -DCUDAToolkit_ROOT="$FCN_CUDA_HOME" -DCMAKE_CUDA_ARCHITECTURES="$FCN_CUDA_ARCHS")
+        -DCUDAToolkit_ROOT="$FCN_CUDA_HOME" -DCMAKE_CUDA_ARCHITECTURES="$FCN_CUDA_ARCHS"
+        ${FCN_CUDNN_HOME:+-DFCN_CUDNN_HOME="$FCN_CUDNN_HOME"})
 fi
 cmake -S "$here" -B "$build" -DCAFFE_SRC="$src" -DPython3_EXECUTABLE="$python" \
   -DCMAKE_BUILD_TYPE=Release ${FCN_PREFIX:+-DFCN_PREFIX="$FCN_PREFIX"} "${cuda[@]}"
@@ -51,6 +53,7 @@ cp "$build/python/caffe_pb2.py" "$pkg/proto/caffe_pb2.py"
 touch "$pkg/proto/__init__.py"
 cp "$build"/_caffe*.so "$pkg/"
 # What this build can do, for the project's device choice (cli.py).
-printf '{"cuda": %s, "cuda_archs": "%s"}\n' "$([ ${#cuda[@]} -gt 0 ] && echo true || echo false)" \
-  "${FCN_CUDA_ARCHS:-}" >"$pkg/fcn_build.json"
+printf '{"cuda": %s, "cuda_archs": "%s", "cudnn": %s}\n' \
+  "$([ ${#cuda[@]} -gt 0 ] && echo true || echo false)" "${FCN_CUDA_ARCHS:-}" \
+  "$([ -n "${FCN_CUDNN_HOME:-}" ] && echo true || echo false)" >"$pkg/fcn_build.json"
 stage "done"
