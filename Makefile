@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup bundle test demo bench bench-camvid clean
+.PHONY: setup bundle wheel test demo bench bench-camvid clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,14 +14,20 @@ bundle:
 	@bash scripts/setup.sh apt venv sdist
 	.venv/bin/python bundle.py create --sdist "$$(bash scripts/setup.sh sdist-path)" $(BUNDLE_ARGS)
 
+# A wheel of the built Caffe in out/wheels/ (docs/gpu.md): FCN_GPU=1 for CUDA 13,
+# PYTHON=python3.12 for another Python (with the offline bundle's Boost sources).
+wheel:
+	@bash scripts/wheel.sh
+
 test: setup
 	.venv/bin/python -m pytest tests
 
 # make demo DEMO_ITERS=N: fine-tune for N iterations instead of 2000 (scored every 500,
-# and at the end).
+# and at the end); DEMO_ARGS="--gpu 0" (or --cpu) chooses the device.
 DEMO_ITERS ?= 2000
+DEMO_ARGS ?=
 demo: setup
-	.venv/bin/python scripts/demo.py --iters $(DEMO_ITERS)
+	.venv/bin/python scripts/demo.py --iters $(DEMO_ITERS) $(DEMO_ARGS)
 
 # Benchmarks (not tests): speed against PyTorch and outputs against the pre-speed-work
 # build (minutes), and the CamVid training comparison (three runs of CAMVID_MINUTES each).

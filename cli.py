@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from errors import FcnError
 
@@ -126,11 +128,42 @@ def visible_gpus():
     return [l.strip() for l in out.stdout.splitlines() if l.strip()] if out.returncode == 0 else []
 
 
+@dataclass(frozen=True)
+class Device:
+    """Where a command runs: the CPU, or GPU ``gpu`` (``name`` as nvidia-smi says).
+    ``why`` says why the CPU ("--cpu", "no GPU answers"; "" on a CPU build)."""
+    kind: str
+    gpu: Optional[int] = None
+    name: str = ""
+    why: str = ""
+
+    @property
+    def is_gpu(self):
+        return self.kind == "GPU"
+
+    def __str__(self):
+        """The line every command prints first: 'device: GPU 0 (NVIDIA H200)'."""
+        if self.is_gpu:
+            return f"device: GPU {self.gpu} ({self.name})"
+        return "device: CPU" + (f" ({self.why})" if self.why else "")
+
+    @property
+    def short(self):
+        """'GPU 0' or 'CPU': a key for timings per device."""
+        return f"GPU {self.gpu}" if self.is_gpu else "CPU"
+
+    def record(self):
+        """What goes into the files a command writes."""
+        info = build_info()
+        return {"kind": self.kind, "gpu": self.gpu, "name": self.name or None,
+                "caffe_cuda": bool(info.get("cuda")), "caffe_cudnn": bool(info.get("cudnn"))}
+
+
 def use_device(gpu=None, cpu=False):
-    """Put Caffe on the device a command runs on and return the line saying which:
-    --cpu the CPU; --gpu N that GPU (refused in one line on a CPU build or when there
-    is no GPU N; asking Caffe would abort the process); else GPU 0 when the build has
-    CUDA and a GPU answers, the CPU otherwise."""
+    """Put Caffe on the device a command runs on and return it (a Device): --cpu the
+    CPU; --gpu N that GPU (refused in one line on a CPU build or when there is no GPU N;
+    asking Caffe would abort the process); else GPU 0 when the build has CUDA and a GPU
+    answers, the CPU otherwise."""
     if gpu is not None and cpu:
         raise UserError(f"--gpu {gpu} and --cpu: give one of them")
     cuda = bool(build_info().get("cuda"))
@@ -147,11 +180,31 @@ def use_device(gpu=None, cpu=False):
     import caffe
     if gpu is None:
         caffe.set_mode_cpu()
-        why = " (--cpu)" if cpu else "" if not cuda else " (no GPU answers)"
-        return f"device: CPU{why}"
+        return Device("CPU", why="--cpu" if cpu else "" if not cuda else "no GPU answers")
     caffe.set_device(gpu)
     caffe.set_mode_gpu()
-    return f"device: GPU {gpu} ({gpus[gpu]})"
+    return Device("GPU", gpu, gpus[gpu])
+
+
+def gpu_free_bytes(device):
+    """Free memory of the device's GPU: cudaMemGetInfo through the CUDA runtime Caffe
+    loaded (the current device), else nvidia-smi's figure; None if neither answers."""
+    import ctypes
+    for name in ("libcudart.so.13", "libcudart.so"):
+        try:
+            cudart = ctypes.CDLL(name)
+        except OSError:
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        if cudart.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) == 0:
+            return free.value
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,"
+                              "nounits", "-i", str(device.gpu)], capture_output=True, text=True,
+                             timeout=30)
+        return int(out.stdout.split()[0]) * 2 ** 20 if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
 
 
 def finite(flag, value, low=None, high=None, low_open=False, high_open=False):

@@ -69,10 +69,11 @@ def conv_geometry(layer):
             c.pad[0] if c.pad else 0, c.dilation[0] if c.dilation else 1, c.group)
 
 
-def layer_buffers(proto, blobs):
+def layer_buffers(proto, blobs, banded=True):
     """Elements of Caffe's im2col buffer per layer: convolutions that are not
     1x1/stride 1/pad 0 unfold their input, deconvolutions fold into their output,
-    each a band of rows at a time (at least one row, at most the whole map)."""
+    on the CPU a band of rows at a time (at least one row, at most the whole map),
+    on the GPU (``banded`` False: patch 0017) the whole map at once."""
     out = {}
     for layer in proto.layer:
         if layer.type not in ("Convolution", "Deconvolution"):
@@ -85,7 +86,8 @@ def layer_buffers(proto, blobs):
             kernel_dim, rows, cols = bottom[1] * k * k, top[2], top[3]
         else:
             kernel_dim, rows, cols = top[1] * k * k, bottom[2], bottom[3]
-        band = max(1, min(rows, COL_BAND_ELEMENTS // max(1, kernel_dim * cols)))
+        band = max(1, min(rows, COL_BAND_ELEMENTS // max(1, kernel_dim * cols))) \
+            if banded else rows
         out[layer.name] = kernel_dim * cols * band
     return out
 
@@ -107,37 +109,55 @@ def winograd_buffers(proto, blobs):
     return out
 
 
-def forward_elements(net, proto, inputs, h, w):
+def forward_elements(net, proto, inputs, h, w, gpu=False):
     """(elements of every blob plus the im2col and Winograd buffers, the largest
     single one) at input size h x w. All convolutions share one buffer of each kind
-    (our patches 0008, 0010), as large as the largest layer's need."""
+    (our patches 0008, 0010), as large as the largest layer's need; on the GPU the
+    column buffer holds whole maps and there is no Winograd buffer."""
     for b in inputs:
         net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
     net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free
     shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
     blobs = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
-    buffer = max(layer_buffers(proto, shapes).values(), default=0)
-    winograd = max(winograd_buffers(proto, shapes).values(), default=0)
+    buffer = max(layer_buffers(proto, shapes, banded=not gpu).values(), default=0)
+    winograd = 0 if gpu else max(winograd_buffers(proto, shapes).values(), default=0)
     return sum(blobs) + buffer + winograd, max(blobs + [buffer, winograd])
 
 
-def memory_model(net, proto, inputs, pad=100):
+# cuDNN's convolution layer keeps a workspace of its own of up to 3 x 8 MB (Caffe's
+# limit per algorithm, times its streams per group).
+CUDNN_WORKSPACE_ELEMENTS = 3 * (8 << 20) // 4
+
+
+def memory_model(net, proto, inputs, pad=100, gpu=False):
     """Fit elements(h, w) = a (h + 2 pad)(w + 2 pad) + b from two small sizes (every
-    blob and the buffer of an FCN grow with the padded input area)."""
+    blob and the buffer of an FCN grow with the padded input area). On the GPU the
+    weights count too (they reach it with the first forward pass), and a cuDNN
+    build's workspaces."""
     pts = []
     for s in (64, 192):
-        total, biggest = forward_elements(net, proto, inputs, s, s)
+        total, biggest = forward_elements(net, proto, inputs, s, s, gpu)
         pts.append(((s + 2 * pad) ** 2, total, biggest))
     (x0, t0, m0), (x1, t1, m1) = pts
+    if gpu:
+        extra = sum(b.data.size for v in net.params.values() for b in v)
+        if cli.build_info().get("cudnn"):
+            extra += CUDNN_WORKSPACE_ELEMENTS * sum(l.type == "Convolution" for l in proto.layer)
+        t0, t1 = t0 + extra, t1 + extra
     a, am = (t1 - t0) / (x1 - x0), (m1 - m0) / (x1 - x0)
     return lambda h, w: (a * ((h + 2 * pad) * (w + 2 * pad) - x0) + t0,
                          am * ((h + 2 * pad) * (w + 2 * pad) - x0) + m0)
 
 
-def available_bytes():
+def available_bytes(device=None):
     """$FCN_MAX_MEMORY_GB when set (checked: a number above 0), else the memory the
-    kernel says is available."""
+    kernel says is available; on a GPU the smaller of that limit and the GPU's free
+    memory (from the CUDA runtime)."""
     limit = cli.env_number("FCN_MAX_MEMORY_GB")
+    if device is not None and device.is_gpu:
+        free = cli.gpu_free_bytes(device)
+        return min(x for x in (free, None if limit is None else limit * 1e9,
+                               float("inf")) if x is not None)
     if limit is not None:
         return limit * 1e9
     try:
@@ -149,25 +169,27 @@ def available_bytes():
     return float("inf")
 
 
-def check_fits_memory(estimate, h, w, path, model_name):
+def check_fits_memory(estimate, h, w, path, model_name, device=None):
     """Refuse (one line, with the size and the limit) an input whose forward pass
-    would exceed the memory available or Caffe's per-blob element limit."""
+    would exceed the memory available (the GPU's, on a GPU) or Caffe's per-blob
+    element limit."""
     total, biggest = estimate(h, w)
-    need, have = total * 4, available_bytes()
+    need, have = total * 4, available_bytes(device)
+    where = "GPU memory" if device is not None and device.is_gpu else "memory"
     if biggest <= INT_MAX and need <= have:
         return need
     fits = lambda t, b: b <= INT_MAX and t * 4 <= have  # noqa: E731
     if not fits(*estimate(1, 1)):
         raise cli.UserError(f"{model_name} needs about {estimate(1, 1)[0] * 4 / 1e9:.2f} GB "
-                            f"for the smallest image, more than the {have / 1e9:.2f} GB "
-                            "available (FCN_MAX_MEMORY_GB sets the limit)")
+                            f"for the smallest image, more than the {have / 1e9:.2f} GB of "
+                            f"{where} available (FCN_MAX_MEMORY_GB sets the limit)")
     side = max_side(estimate, fits, h, w)
     if biggest > INT_MAX:
         why = (f"a {biggest / 1e9:.1f}G-element buffer, beyond Caffe's limit of {INT_MAX} "
                "elements per blob")
     else:
-        why = (f"about {need / 1e9:.1f} GB, more than the {have / 1e9:.1f} GB available "
-               "(FCN_MAX_MEMORY_GB sets the limit)")
+        why = (f"about {need / 1e9:.1f} GB, more than the {have / 1e9:.1f} GB of {where} "
+               "available (FCN_MAX_MEMORY_GB sets the limit)")
     raise cli.UserError(f"{path} is {w}x{h}: {model_name} would need {why}; resize it to at "
                         f"most about {side} px on the long side")
 
@@ -192,7 +214,7 @@ def max_side(estimate, ok, h, w):
 class Segmenter:
     """A deploy net with weights, reshaped only when the input size changes."""
 
-    def __init__(self, model, weights):
+    def __init__(self, model, weights, device=None):
         import caffemodel
         import surgery
         from google.protobuf import text_format
@@ -208,13 +230,15 @@ class Segmenter:
         path = model.dir / "deploy.prototxt"
         self.proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
         self.net = surgery.load_net(path, weights)
-        self.estimate = memory_model(self.net, self.proto, self.inputs)
+        self.device = device
+        self.estimate = memory_model(self.net, self.proto, self.inputs,
+                                     gpu=device is not None and device.is_gpu)
         self.shape = None
         self.reshapes = 0
         self.mean = DATASETS[model.eval.dataset].mean
 
     def check(self, h, w, path):
-        return check_fits_memory(self.estimate, h, w, path, self.model.name)
+        return check_fits_memory(self.estimate, h, w, path, self.model.name, self.device)
 
     def load(self, path):
         """HxWx3 RGB of the image at ``path``, refused from its header alone (before
@@ -302,7 +326,7 @@ def segment(model, weights, images, out, device):
     """Every image, once the arguments and outputs are checked and --out is held."""
     from datasets import head_classes
     print(device, flush=True)
-    seg = Segmenter(model, weights)
+    seg = Segmenter(model, weights, device)
     classes = {h.suffix: head_classes(model.eval.dataset, h.label) for h in model.heads}
     first_classes = classes[model.heads[0].suffix]
     bg = first_classes.index("background") if "background" in first_classes else None

@@ -31,8 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent
 
 
-def caffe_build():
-    """What identifies the Caffe that produced the numbers."""
+def caffe_build(device):
+    """What identifies the Caffe (and the device) that produced the numbers."""
     import caffe
     env = {}
     for line in (REPO / "third_party/caffe/sdist.env").read_text().splitlines():
@@ -44,7 +44,15 @@ def caffe_build():
             "sdist_sha256": env.get("SDIST_SHA256"),
             "patches": sorted(p.name for p in (REPO / "third_party/caffe/patches").glob("*.patch")),
             "build_key": stamp.read_text().strip() if stamp.is_file() else None,
-            "mode": "CPU"}
+            "mode": device.kind, "device": device.record()}
+
+
+def conv_forward(device):
+    """How this export's convolutions were computed."""
+    if device.is_gpu:
+        return "cuDNN" if device.record()["caffe_cudnn"] else "im2col + cuBLAS GEMM (GPU)"
+    return ("im2col + GEMM" if os.environ["CAFFE_WINOGRAD"] == "0"
+            else "Winograd F(2x2, 3x3) where it applies (patch 0010)")
 
 
 def versions():
@@ -54,13 +62,13 @@ def versions():
             "protobuf": google.protobuf.__version__, "pillow": PIL.__version__}
 
 
-def export(model, weights, image, out):
+def export(model, weights, image, out, device):
     # Ports compare against BVLC Caffe's arithmetic, im2col + GEMM, rather than the
     # Winograd forward of patch 0010 (the same convolutions up to float rounding,
     # about 1e-6 relative), unless the caller set CAFFE_WINOGRAD themselves.
     os.environ.setdefault("CAFFE_WINOGRAD", "0")
     import infer
-    seg = infer.Segmenter(model, weights)
+    seg = infer.Segmenter(model, weights, device)
     rgb = seg.load(image)
     seg(rgb)
     net = seg.net
@@ -76,12 +84,11 @@ def export(model, weights, image, out):
         "image_hw": list(rgb.shape[:2]),
         "preprocessing": "RGB -> BGR, float32, minus mean (BGR), HxWxC -> CxHxW",
         "mean_bgr": list(seg.mean),
-        "conv_forward": ("im2col + GEMM" if os.environ["CAFFE_WINOGRAD"] == "0"
-                         else "Winograd F(2x2, 3x3) where it applies (patch 0010)"),
+        "conv_forward": conv_forward(device),
         "outputs": [f"score{h.suffix}" for h in model.heads],
         "layers": [{"name": l.name, "type": l.type, "bottom": list(l.bottom), "top": list(l.top)}
                    for l in seg.proto.layer],
-        "caffe": caffe_build(), "versions": versions(),
+        "caffe": caffe_build(device), "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     arrays["meta"] = np.array(json.dumps(meta))
@@ -161,6 +168,7 @@ def main(argv=None):
     e.add_argument("--weights", required=True)
     e.add_argument("--image", required=True)
     e.add_argument("--out", required=True)
+    cli.add_device_flags(e)
     c = sub.add_parser("compare", help="compare two exports")
     c.add_argument("a", metavar="A.npz")
     c.add_argument("b", metavar="B.npz")
@@ -174,7 +182,9 @@ def main(argv=None):
         cli.output_file(args.out, "--out")
         files.check_replaceable(args.out, "--out", inputs=[args.weights, args.image],
                                 ours=is_reference)
-        out, arrays = export(model, Path(args.weights), Path(args.image), args.out)
+        device = cli.use_device(args.gpu, args.cpu)
+        print(device, flush=True)
+        out, arrays = export(model, Path(args.weights), Path(args.image), args.out, device)
         n = sum(k.startswith("blob/") for k in arrays)
         print(f"wrote {out}: {n} blobs, {sum(k.startswith('param/') for k in arrays)} params, "
               f"{out.stat().st_size / 1e6:.1f} MB")

@@ -280,7 +280,7 @@ def plan(run, speeds):
 def print_plan(run, steps, device):
     todo = [s for s in steps if not s.done]
     say(f"reproduce {run.dataset}{' --released' if run.args.released else ''} "
-        f"({device.replace('device: ', 'on the ')}): {len(steps)} steps, "
+        f"(on the {str(device)[len('device: '):]}): {len(steps)} steps, "
         f"{len(steps) - len(todo)} done; output in {run.dir}")
     for s in steps:
         eta = f" - about {fmt_time(s.seconds)}" if s.seconds is not None and not s.done else ""
@@ -300,7 +300,7 @@ def speed_key(run, model):
     """Models that cost the same per iteration share a timing: the backbone and
     the number of streams (late fusion runs two); the heads add little."""
     size = "x".join(map(str, typical_size(run, model)))
-    device = run.device.replace("device: ", "").split(" (")[0] if "GPU" in run.device else "CPU"
+    device = run.device.short
     return f"{model.backbone}|{2 if model.modality == 'color-hha' else 1}|{size}|{device}"
 
 
@@ -460,7 +460,7 @@ def do_score(run, model):
     st = Path(weights).stat()
     record = {"model": model.name, "split": model.eval.split, "n_images": n,
               "weights": str(weights), "weights_stat": [st.st_size, st.st_mtime_ns],
-              "heads": results}
+              "heads": results, "device": run.device.record()}
     files.write_cache(run.score_path(model),
                       json.dumps(score.json_safe(record), indent=1) + "\n")
     say(f"  {model.name}: " + score.format_metrics(results[model.heads[0].label]))
@@ -524,7 +524,8 @@ def write_table(run):
     md = files.write_atomic(run.dir / f"{stem}.md",
                             lambda tmp: tmp.write_text("\n".join(lines + notes) + "\n"))
     files.write_atomic(run.dir / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(
-        {"dataset": run.dataset, "weights": what, "rows": rows}, indent=1) + "\n"))
+        {"dataset": run.dataset, "weights": what, "device": run.device.record(), "rows": rows},
+        indent=1) + "\n"))
     return md, lines
 
 

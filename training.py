@@ -584,7 +584,7 @@ def loop(solver, test_net, n_eval, model, args, out, interval, bar, stop):
             first = results[model.heads[0].label]
             record = {"iter": it, "train_loss": bar.smoothed, "eval_loss": eval_loss,
                       **first, "n_images": n_eval, "score_s": round(time.time() - t, 1),
-                      "elapsed_s": round(time.time() - bar.t0, 1)}
+                      "elapsed_s": round(time.time() - bar.t0, 1), "device": args.device.short}
             if len(heads) > 1:
                 record["heads"] = results
             append_jsonl(out / "metrics.jsonl", record)

@@ -46,7 +46,9 @@ def main(argv=None):
     p.add_argument("--test-interval", type=int, default=1000)
     p.add_argument("--out", default=str(REPO / "out" / "bench" / "camvid"))
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    cli.add_device_flags(p)
     args = p.parse_args(argv)
+    device = cli.use_device(args.gpu, args.cpu)
     data, out = squeezenet.cpu_scale_data(), Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init = ensure_init(data, out)
@@ -58,6 +60,7 @@ def main(argv=None):
                "--iters", "10000000", "--test-interval", str(args.test_interval),
                "--display", "200", "--data-root", str(data), "--out", str(run)]
         cmd += extra if extra else ["--weights", str(init)]
+        cmd += ["--gpu", str(device.gpu)] if device.is_gpu else ["--cpu"]
         if run.exists():
             subprocess.run(["rm", "-rf", str(run)], check=True)
         t = time.time()
@@ -74,7 +77,7 @@ def main(argv=None):
         }
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
     line = {"bench": "camvid", "budget_minutes": args.minutes, "split": "val (101 images)",
-            "runs": results}
+            "device": device.record(), "runs": results}
     if "fcn8s-pretrained" in results and "fcn8s-random-init" in results:
         line["pretrained_minus_random_mean_iu"] = round(
             results["fcn8s-pretrained"]["mean_iu"] - results["fcn8s-random-init"]["mean_iu"], 2)

@@ -1,7 +1,7 @@
 """Speed work must not change the numbers: FCN-8s score maps from this build
 against the build before any speed patch, on the same random weights and input.
 
-    python bench/outputs_unchanged.py [--baseline-rev REV]
+    python bench/outputs_unchanged.py [--baseline-rev REV] [--gpu N]
 
 The baseline is the project's first Caffe build (git REV, default the initial
 commit: the sdist with patches 0001-0003, pthread OpenBLAS, no OpenMP), made
@@ -24,7 +24,10 @@ WORKER = r'''
 import sys, numpy as np, caffe
 sys.path.insert(0, sys.argv[4])
 from bench.speed import SIZES, image_input
-caffe.set_mode_cpu()
+if sys.argv[5] == "cpu":
+    caffe.set_mode_cpu()
+else:
+    caffe.set_device(int(sys.argv[5])); caffe.set_mode_gpu()
 net = caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST)
 out = {}
 for h, w in SIZES:
@@ -69,12 +72,12 @@ def baseline_package(rev):
     return dest
 
 
-def scores(pythonpath, weights, out):
+def scores(pythonpath, weights, out, device="cpu"):
     env = {**os.environ, "GLOG_minloglevel": "2"}
     if pythonpath:
         env["PYTHONPATH"] = str(pythonpath)
     subprocess.run([sys.executable, "-c", WORKER, str(REPO / "voc-fcn8s/deploy.prototxt"),
-                    str(weights), str(out), str(REPO)], env=env, check=True,
+                    str(weights), str(out), str(REPO), device], env=env, check=True,
                    cwd=tempfile.gettempdir())
     import numpy as np
     return np.load(out)
@@ -83,6 +86,8 @@ def scores(pythonpath, weights, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--baseline-rev")
+    p.add_argument("--gpu", type=int, metavar="N",
+                   help="this build's scores on GPU N (a CUDA build); the baseline's on the CPU")
     args = p.parse_args(argv)
     rev = args.baseline_rev or initial_commit()
     base = baseline_package(rev)
@@ -98,9 +103,11 @@ def main(argv=None):
         net.save(str(weights))
         del net
         old = scores(base, weights, Path(tmp) / "old.npz")
-        new = scores(None, weights, Path(tmp) / "new.npz")
+        new = scores(None, weights, Path(tmp) / "new.npz",
+                     "cpu" if args.gpu is None else str(args.gpu))
         assert str(old["__file__"]).startswith(str(base)), "baseline build not used"
-        line = {"bench": "outputs_unchanged", "baseline": rev[:12]}
+        line = {"bench": "outputs_unchanged", "baseline": rev[:12],
+                "device": "CPU" if args.gpu is None else f"GPU {args.gpu}"}
         for h, w in SIZES:
             a, b = old[f"{h}x{w}"].astype(np.float64), new[f"{h}x{w}"].astype(np.float64)
             scale = float(np.abs(a).max())

@@ -1,6 +1,7 @@
 """Caffe (this build, pycaffe) against PyTorch on the CPU, same nets, same weights.
 
     python bench/speed.py [--reps 5] [--rounds 3] [--parts forward,first,infer,train]
+                          [--gpu N | --cpu]
 
 Measures, in one run, each part in fresh processes so that neither library's
 thread pool disturbs the other; Caffe and PyTorch processes alternate for
@@ -16,7 +17,9 @@ thread pool disturbs the other; Caffe and PyTorch processes alternate for
   train    one SGD iteration (forward, backward, update) of voc-fcn32s on a
            500x375 image with the solver's settings, Caffe and PyTorch;
 and the peak resident memory of every process. Prints one JSON line.
-Needs PyTorch (make bench installs requirements-bench.txt).
+Needs PyTorch (make bench installs requirements-bench.txt). With --gpu N (a CUDA
+build), Caffe and PyTorch both run on that GPU (fp32, TF32 off), each timing ended by
+a synchronisation; the default is the CPU.
 """
 import argparse
 import json
@@ -34,6 +37,28 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 SIZES = [(500, 500), (334, 500)]
+DEVICE = "cpu"          # or a GPU id (str): what --gpu asked for, passed to each worker
+
+
+def caffe_mode():
+    import caffe
+    if DEVICE == "cpu":
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(int(DEVICE))
+        caffe.set_mode_gpu()
+    return caffe
+
+
+def torch_device():
+    """(torch, its device, a function that waits for it)."""
+    import torch
+    if DEVICE == "cpu":
+        torch.set_num_threads(os.cpu_count())
+        return torch, torch.device("cpu"), lambda: None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch, torch.device(f"cuda:{DEVICE}"), torch.cuda.synchronize
 
 
 # ---------------------------------------------------------------------------
@@ -61,8 +86,7 @@ def image_input(h, w, seed=1):
 
 
 def worker_caffe_forward(weights, reps, out):
-    import caffe
-    caffe.set_mode_cpu()
+    caffe = caffe_mode()
     net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
     res, maps = {}, {}
     for h, w in SIZES:
@@ -91,32 +115,32 @@ def worker_caffe_im2col_forward(weights, reps, out):
 def worker_torch_forward(weights, reps, out):
     import caffe
     import numpy as np
-    import torch
     from bench.torch_fcn import TorchNet
-    torch.set_num_threads(os.cpu_count())
+    torch, dev, sync = torch_device()
     cnet = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
-    tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), cnet).train(False)  # inference mode
+    tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), cnet).train(False).to(dev)
     del cnet
     res, maps = {}, {}
     with torch.no_grad():
         for h, w in SIZES:
-            x = torch.from_numpy(image_input(h, w))
+            x = torch.from_numpy(image_input(h, w)).to(dev)
             tnet(data=x)
             times = []
             for _ in range(reps):
+                sync()
                 t = time.perf_counter()
                 y = tnet(data=x)["score"]
+                sync()
                 times.append(time.perf_counter() - t)
             res[f"{h}x{w}"] = times
-            maps[f"{h}x{w}"] = y.numpy().copy()
+            maps[f"{h}x{w}"] = y.cpu().numpy().copy()
     np.savez(out, **maps)
     return res
 
 
 def worker_caffe_first(weights, reps, out):
     t0 = time.perf_counter()
-    import caffe
-    caffe.set_mode_cpu()
+    caffe = caffe_mode()
     net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
     t_load = time.perf_counter() - t0
     x = image_input(500, 500)
@@ -156,10 +180,9 @@ def train_batch():
 
 
 def worker_caffe_train(weights, reps, out):
-    import caffe
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
-    caffe.set_mode_cpu()
+    caffe = caffe_mode()
     tmp = tempfile.mkdtemp()
     s = text_format.Parse((REPO / "voc-fcn32s/solver.prototxt").read_text(), caffe_pb2.SolverParameter())
     s.train_net = str(train_net_file(tmp))
@@ -185,16 +208,15 @@ def worker_caffe_train(weights, reps, out):
 
 def worker_torch_train(weights, reps, out):
     import caffe
-    import torch
     from bench.torch_fcn import TorchNet
-    torch.set_num_threads(os.cpu_count())
+    torch, dev, sync = torch_device()
     tmp = tempfile.mkdtemp()
     path = train_net_file(tmp)
     cnet = caffe.Net(str(path), str(weights), caffe.TEST)
-    tnet = TorchNet(str(path), cnet).train()
+    tnet = TorchNet(str(path), cnet).train().to(dev)
     del cnet
     opt = tnet.sgd(base_lr=1e-10, momentum=0.99, weight_decay=5e-4)
-    x, y = (torch.from_numpy(a) for a in train_batch())
+    x, y = (torch.from_numpy(a).to(dev) for a in train_batch())
 
     def step():
         opt.zero_grad(set_to_none=False)
@@ -205,8 +227,10 @@ def worker_torch_train(weights, reps, out):
     step()
     times = []
     for _ in range(reps):
+        sync()
         t = time.perf_counter()
         loss = step()
+        sync()
         times.append(time.perf_counter() - t)
     return {"iteration_s": times, "loss": float(loss.detach())}
 
@@ -223,7 +247,8 @@ def run_worker(name, weights, reps, tmp):
     out = Path(tmp) / f"{name}.npz"
     res_file = Path(tmp) / f"{name}.json"
     cmd = [sys.executable, __file__, "--worker", name, "--weights", str(weights),
-           "--reps", str(reps), "--out", str(out), "--result", str(res_file)]
+           "--reps", str(reps), "--out", str(out), "--result", str(res_file),
+           "--device", DEVICE]
     p = subprocess.Popen(cmd, cwd=REPO)
     _, status, usage = os.wait4(p.pid, 0)
     if status != 0:
@@ -268,8 +293,9 @@ def infer_wall(weights, tmp):
         image = Path(tmp) / "image.jpg"
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (500, 334, 3), np.uint8)).save(image)
     t = time.perf_counter()
+    device = ["--cpu"] if DEVICE == "cpu" else ["--gpu", DEVICE]
     p = subprocess.Popen([sys.executable, str(REPO / "infer.py"), str(image), "--model", "voc-fcn8s",
-                          "--weights", str(weights), "--out", str(Path(tmp) / "infer")],
+                          "--weights", str(weights), "--out", str(Path(tmp) / "infer"), *device],
                          stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
@@ -290,11 +316,16 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3,
                    help="alternating Caffe/PyTorch processes per comparison")
     p.add_argument("--parts", default="forward,first,infer,train")
+    p.add_argument("--gpu", type=int, metavar="N", help="Caffe and PyTorch on GPU N")
+    p.add_argument("--cpu", action="store_true", help="on the CPU (the default)")
     p.add_argument("--worker")
     p.add_argument("--weights")
     p.add_argument("--out")
     p.add_argument("--result")
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.worker:
         res = WORKERS[args.worker](Path(args.weights), args.reps, args.out)
         Path(args.result).write_text(json.dumps(res))
@@ -307,8 +338,11 @@ def main(argv=None):
         p.error(f"unknown --parts {','.join(sorted(unknown))} (choose from forward,first,infer,train)")
     if args.reps < 1 or args.rounds < 1:
         p.error("--reps and --rounds must be at least 1")
+    import cli
+    device = cli.use_device(args.gpu, args.cpu or args.gpu is None)
+    DEVICE = "cpu" if not device.is_gpu else str(device.gpu)
     line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps,
-            "rounds": args.rounds}
+            "rounds": args.rounds, "device": device.record()}
     with tempfile.TemporaryDirectory() as tmp:
         weights8 = make_weights(tmp)
         if "forward" in parts:
@@ -351,4 +385,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import cli
+    sys.exit(cli.run(main, prog="bench/speed.py"))

@@ -33,6 +33,7 @@ def main(argv=None):
     p.add_argument("--overlays", type=int, default=4, help="val images to segment")
     p.add_argument("--test-interval", type=int, default=500, help="score val this often")
     p.add_argument("--out", default=str(REPO / "out" / "demo"))
+    cli.add_device_flags(p)
     args = p.parse_args(argv)
     for flag in ("iters", "overlays", "test_interval"):
         if getattr(args, flag) < 1:
@@ -45,14 +46,15 @@ def main(argv=None):
         raise cli.UserError(f"--model {args.model}: the demo trains one of "
                             + ", ".join(m for m, v in nets.MODELS.items()
                                         if v.backbone == "squeezenet"))
+    device = cli.use_device(args.gpu, args.cpu)
     data = squeezenet.cpu_scale_data()
     out = cli.output_dir(Path(args.out).resolve(), "--out")
     with files.locked(out, "--out"):
         files.claim_folder(out, "--out", "make demo")
-        return demo(args, nets.MODELS[args.model], data, out)
+        return demo(args, nets.MODELS[args.model], data, out, device)
 
 
-def demo(args, model, data, out):
+def demo(args, model, data, out, device):
     """The four steps, once the arguments, the data and the output folder are checked."""
     import files
     import infer
@@ -61,7 +63,7 @@ def demo(args, model, data, out):
     import training
     import visual
     t0 = time.time()
-    print(f"demo: data from {data}; output in {out}")
+    print(f"demo: data from {data}; output in {out}; {device}")
 
     print("1/4 decoding SqueezeNet v1.0 (ImageNet) ...")
     weights = out / "squeezenet_v1.0.caffemodel"
@@ -83,7 +85,8 @@ def demo(args, model, data, out):
     rc = training.train(model.name, ["--weights", str(init), "--iters", str(args.iters),
                                      "--test-interval", str(args.test_interval),
                                      "--display", "50", "--data-root", str(data),
-                                     "--out", str(run)])
+                                     "--out", str(run)]
+                        + (["--gpu", str(device.gpu)] if device.is_gpu else ["--cpu"]))
     if rc:
         return rc
     record = training.read_jsonl(run / "metrics.jsonl")[-1]
@@ -91,7 +94,7 @@ def demo(args, model, data, out):
                        lambda tmp: shutil.copyfile(run / "progress.png", tmp))
 
     print(f"4/4 overlays of {args.overlays} val images ...")
-    seg = infer.Segmenter(model, run / "final.caffemodel")
+    seg = infer.Segmenter(model, run / "final.caffemodel", device)
     from datasets import DATASETS
     import layers
     reader = layers.CamVidReader(data / "camvid")
@@ -110,7 +113,7 @@ def demo(args, model, data, out):
               "split": "val", "n_images": record["n_images"],
               **{k: record[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")},
               "per_class_iu": dict(zip(classes, record["per_class_iu"])),
-              "total_minutes": round((time.time() - t0) / 60, 1)}
+              "total_minutes": round((time.time() - t0) / 60, 1), "device": device.record()}
     files.write_atomic(out / "metrics.json",
                        lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     print(f"demo done in {result['total_minutes']} minutes: {model.name} after "

@@ -16,10 +16,10 @@ needs_gpu = pytest.mark.skipif(not GPUS, reason="NO GPU: " + (
 
 
 def test_device_choice_on_this_build():
-    line = cli.use_device(None, True)
-    assert line.startswith("device: CPU")
+    device = cli.use_device(None, True)
+    assert str(device) == "device: CPU (--cpu)" and device.record()["kind"] == "CPU"
     if not CUDA:
-        assert cli.use_device(None, False) == "device: CPU"
+        assert str(cli.use_device(None, False)) == "device: CPU"
         with pytest.raises(cli.UserError, match="built CPU-only"):
             cli.use_device(0, False)
     else:
@@ -63,3 +63,111 @@ def test_deploy_net_gpu_matches_cpu(name, shared_data):
         assert agree >= 0.9999, (k, agree)
     for k in cg:
         assert np.abs(gg[k] - cg[k]).max() <= 1e-3 * max(np.abs(cg[k]).max(), 1e-12), k
+
+
+# ---------------------------------------------------------------------------
+# Without a GPU: the device flags of every command, what the records say, the GPU's
+# memory model, and the GPU check's own script
+
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+@pytest.mark.parametrize("command", [
+    ["reference.py", "export", "voc-fcn-alexnet", "--weights", "w", "--image", "i.jpg",
+     "--out", "r.npz"],
+    ["scripts/demo.py", "--iters", "1"],
+    ["bench/camvid.py", "--minutes", "1"],
+    ["bench/speed.py", "--parts", "forward"],
+    ["reproduce.py", "voc", "--dry-run"],
+    ["infer.py", "x.jpg"],
+    ["score.py", "voc-fcn8s", "--weights", "w"],
+    ["voc-fcn8s/solve.py"],
+])
+def test_every_command_takes_the_device_flags(command, tmp_path):
+    """--gpu N and --cpu everywhere; on a CPU build --gpu is one line (exit 2) before
+    any work, as is a GPU that does not answer."""
+    r = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:], "--gpu", "7"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "GLOG_minloglevel": "2"})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert ("built CPU-only" if not CUDA else "GPU(s) answer here") in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())                       # nothing written
+    r = subprocess.run([sys.executable, str(REPO / command[0]), "--help"], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    if command[0] != "reference.py":
+        assert "--gpu" in r.stdout and "--cpu" in r.stdout, r.stdout
+
+
+def test_the_device_goes_into_the_reference_archive(alexnet_weights, shared_data, tmp_path):
+    import reference
+    r = subprocess.run([sys.executable, str(REPO / "reference.py"), "export", "voc-fcn-alexnet",
+                        "--weights", alexnet_weights, "--image",
+                        shared_data / "voc-demo/image.jpg", "--out", tmp_path / "r.npz", "--cpu"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("device: CPU")
+    meta = json.loads(str(reference.load(tmp_path / "r.npz")["meta"]))
+    assert meta["caffe"]["mode"] == "CPU" and meta["caffe"]["device"]["kind"] == "CPU"
+    assert meta["caffe"]["device"]["caffe_cuda"] == CUDA
+    assert meta["conv_forward"] == "im2col + GEMM"
+
+
+def test_the_gpu_memory_model_holds_whole_column_buffers_and_the_weights():
+    """On the GPU the column buffer is not cut into bands (patch 0017), there is no
+    Winograd buffer, and the weights reach the GPU with the first pass: FCN-8s at
+    500x500 needs conv1_2's whole unfolded input, 64 x 3 x 3 x 698 x 698 values."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    import infer
+    import surgery
+    path = REPO / "voc-fcn8s/deploy.prototxt"
+    proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
+    net = surgery.load_net(path)
+    cpu_total, _ = infer.forward_elements(net, proto, ["data"], 500, 500)
+    gpu_total, gpu_biggest = infer.forward_elements(net, proto, ["data"], 500, 500, gpu=True)
+    shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
+    assert max(infer.layer_buffers(proto, shapes, banded=False).values()) == 64 * 9 * 698 * 698
+    assert gpu_total > cpu_total and gpu_biggest >= 64 * 9 * 698 * 698
+    weights = sum(b.data.size for v in net.params.values() for b in v)
+    cpu_model = infer.memory_model(net, proto, ["data"])
+    gpu_model = infer.memory_model(net, proto, ["data"], gpu=True)
+    assert abs(gpu_model(500, 500)[0] - (gpu_total + weights)) <= 0.02 * gpu_total
+    assert gpu_model(500, 500)[0] > cpu_model(500, 500)[0]
+
+
+def test_the_gpu_check_without_a_gpu_is_one_line(tmp_path):
+    r = subprocess.run(["bash", str(REPO / "scripts/gpu-check.sh")], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "OUT": str(tmp_path)})
+    if GPUS:
+        pytest.skip("a GPU answers here: the check would run")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "no NVIDIA GPU answers nvidia-smi here" in r.stderr
+
+
+def test_the_gpu_check_script_runs_with_the_cpu_standing_in(shared_data, tmp_path):
+    """scripts/gpu_check.py --self-test: its data made from ../shared, then the parts
+    that need no PyTorch, the CPU in the GPU's place, two nets: the script the one
+    GPU run depends on cannot fail on a typo."""
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--prepare",
+                        str(data)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    assert size < 16 << 20, size                     # it travels with the working tree
+    r = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--self-test",
+                        "--data", str(data), "--out", str(tmp_path / "out"), "--parts",
+                        "deploy,memory", "--models", "voc-fcn-alexnet,camvid-fcn8s-squeezenet"],
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "GLOG_minloglevel": "2"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads((tmp_path / "out/gpu-check-caffe.json").read_text())
+    assert result["passed"] and result["self_test"]
+    assert [row["model"] for row in result["deploy"]] == ["voc-fcn-alexnet",
+                                                          "camvid-fcn8s-squeezenet"]
+    assert result["deploy"][1]["weights"] == "ImageNet backbone, random heads"
+    assert result["deploy"][0]["score"]["max_diff_over_range"] == 0.0
+    assert result["memory"]["too_large_60000x40000"]["exit"] == 2

@@ -101,7 +101,7 @@ def fake_png(path, w, h):
     ("text", "not an image"),
     ("empty", "has no pixels"),
     ("huge", "resize it to at most about"),
-    ("memory", "GB available"),
+    ("memory", "GB of memory available"),
     ("model", "unknown model"),
     ("fit", "does not fit the net"),
     ("noweights", "get the released ones with 'python prepare.py get weights voc-fcn8s'"),

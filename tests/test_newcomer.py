@@ -58,7 +58,7 @@ def test_make_demo_finds_the_shared_data_and_trains(newcomer):
     out = repo / "out/demo"
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"] == "camvid-fcn8s-squeezenet" and m["iterations"] == 3
-    assert m["n_images"] == 101 and 0 <= m["mean_iu"] <= 1
+    assert m["n_images"] == 101 and 0 <= m["mean_iu"] <= 1 and m["device"]["kind"] == "CPU"
     assert set(m["per_class_iu"]) >= {"sky", "road", "car"}
     assert (out / "train/final.caffemodel").is_file() and (out / "progress.png").is_file()
     assert len(list((out / "overlays").iterdir())) == 4
