@@ -429,7 +429,7 @@ def torch_train_part(out, solver, proto, tmp, thw, self_test):
         loss = tnet(data=x, label=y)["loss"]
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
     t_s, t_all = timed(step, 2 if self_test else 5, sync)
     out["fcn32s_sgd_iteration"].update({
         "torch_s": t_s, "torch_runs": t_all,
