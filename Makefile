@@ -5,19 +5,19 @@ export PYTHON
 .PHONY: setup bundle wheel test demo bench bench-camvid clean
 
 setup:
-	@bash scripts/setup.sh
+	@bash install/setup.sh
 
-# The offline install bundle (see README "Offline install"): on a connected Debian 12
+# The offline install bundle (README: "Offline install"; docs/setup.md): on a connected Debian 12
 # machine; BUNDLE_ARGS="--python 3.12" adds that Python's compiled wheels, "--cuda" the CUDA ones.
 BUNDLE_ARGS ?=
 bundle:
-	@bash scripts/setup.sh apt venv sdist
-	.venv/bin/python bundle.py create --sdist "$$(bash scripts/setup.sh sdist-path)" $(BUNDLE_ARGS)
+	@bash install/setup.sh apt venv sdist
+	.venv/bin/python install/bundle.py create --sdist "$$(bash install/setup.sh sdist-path)" $(BUNDLE_ARGS)
 
 # A wheel of the built Caffe in out/wheels/ (docs/gpu.md): FCN_GPU=1 for CUDA 13,
 # PYTHON=python3.12 for another Python (with the offline bundle's Boost sources).
 wheel:
-	@bash scripts/wheel.sh
+	@bash install/wheel.sh
 
 test: setup
 	.venv/bin/python -m pytest tests
@@ -40,6 +40,6 @@ CAMVID_MINUTES ?= 12
 bench-camvid: setup
 	.venv/bin/python bench/camvid.py --minutes $(CAMVID_MINUTES)
 
-# Removes what setup put in the repo; the build cache stays (see README: "Removing it").
+# Removes what setup put in the repo; the build cache stays (docs/setup.md: "Removing it").
 clean:
 	rm -rf .venv out .pytest_cache

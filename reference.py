@@ -24,25 +24,25 @@ import sys
 import time
 from pathlib import Path
 
-import cli
-import files
+import caffe
+import google.protobuf
 import numpy as np
+import PIL
 
-REPO = Path(__file__).resolve().parent
+import infer
+from fcn import cli, files, zoo
+from fcn.device import use_device
+from fcn.paths import CAFFE_DIR, REPO, sdist_env
 
 
 def caffe_build(device):
     """What identifies the Caffe (and the device) that produced the numbers."""
-    import caffe
-    env = {}
-    for line in (REPO / "third_party/caffe/sdist.env").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            env[k] = v
+    env = sdist_env()
     stamp = REPO / ".venv/.fcn-caffe-key"
-    return {"version": caffe.__version__, "sdist": f"{env.get('SDIST_NAME')}=={env.get('SDIST_VERSION')}",
+    return {"version": caffe.__version__,
+            "sdist": f"{env.get('SDIST_NAME')}=={env.get('SDIST_VERSION')}",
             "sdist_sha256": env.get("SDIST_SHA256"),
-            "patches": sorted(p.name for p in (REPO / "third_party/caffe/patches").glob("*.patch")),
+            "patches": sorted(p.name for p in (CAFFE_DIR / "patches").glob("*.patch")),
             "build_key": stamp.read_text().strip() if stamp.is_file() else None,
             "mode": device.kind, "device": device.record()}
 
@@ -56,8 +56,6 @@ def conv_forward(device):
 
 
 def versions():
-    import google.protobuf
-    import PIL
     return {"python": platform.python_version(), "numpy": np.__version__,
             "protobuf": google.protobuf.__version__, "pillow": PIL.__version__}
 
@@ -67,7 +65,6 @@ def export(model, weights, image, out, device):
     # Winograd forward of patch 0010 (the same convolutions up to float rounding,
     # about 1e-6 relative), unless the caller set CAFFE_WINOGRAD themselves.
     os.environ.setdefault("CAFFE_WINOGRAD", "0")
-    import infer
     seg = infer.Segmenter(model, weights, device)
     rgb = seg.load(image)
     seg(rgb)
@@ -177,12 +174,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if args.command == "export":
-        import nets
-        model = nets.model_from_arg(args.model)
+        model = zoo.model_from_arg(args.model)
         cli.output_file(args.out, "--out")
         files.check_replaceable(args.out, "--out", inputs=[args.weights, args.image],
                                 ours=is_reference)
-        device = cli.use_device(args.gpu, args.cpu)
+        device = use_device(args.gpu, args.cpu)
         print(device, flush=True)
         out, arrays = export(model, Path(args.weights), Path(args.image), args.out, device)
         n = sum(k.startswith("blob/") for k in arrays)

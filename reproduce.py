@@ -13,7 +13,7 @@ there and verified:
   train    one stage per model, as the release trains it: its initialisation
            (the classifier, or the stage before: 32s -> 16s -> 8s, colour and HHA
            -> late fusion), its solver, its iteration count and scoring interval
-           (nets.py). A stage that was stopped (Ctrl-C, SIGTERM, a killed machine)
+           (fcn/zoo.py). A stage that was stopped (Ctrl-C, SIGTERM, a killed machine)
            continues from its last snapshot; a finished one is never redone
            unless --redo names it (or a stage it starts from)
   score    every final model on the evaluation split
@@ -37,19 +37,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-import cli  # (first: quiet Caffe logging before caffe loads)
-import files
-from datasets import DATASETS
-from progress import fmt_time
-
-REPO = Path(__file__).resolve().parent
+import prepare
+import training
+from fcn import caffemodel, cli, downloads, files, metrics, snapshots, zoo
+from fcn.datasets import DATASETS, check_reader, data_root
+from fcn.device import use_device
+from fcn.errors import DataError
+from fcn.paths import OUT, REPO
+from fcn.progress import fmt_time, say
 TIMED_ITERS = 2                 # training iterations timed for the estimate (after one warm-up)
 
 
 @dataclass(frozen=True)
 class Pipeline:
     data: Tuple[str, ...]       # prepare.py datasets, in the order they are made
-    models: Tuple[str, ...]     # nets.MODELS, in training order
+    models: Tuple[str, ...]     # zoo.MODELS, in training order
 
 
 PIPELINES = {
@@ -103,10 +105,6 @@ PAPER = {
 }
 
 
-def say(msg=""):
-    print(msg, flush=True)
-
-
 # ---------------------------------------------------------------------------
 # Steps
 
@@ -124,23 +122,20 @@ class Run:
     """One reproduce.py invocation: its arguments, folders and helpers."""
 
     def __init__(self, args, device):
-        import layers
-        import nets
         self.args, self.device = args, device
         self.dataset = args.dataset
         self.pipeline = PIPELINES[args.dataset]
-        self.root = cli.output_dir(layers.data_root(args.data_root),
+        self.root = cli.output_dir(data_root(args.data_root),
                                    "--data-root" if args.data_root else "the data root")
         self.out = cli.output_dir(Path(args.out).resolve() if args.out
-                                  else REPO / "out" / "reproduce", "--out")
+                                  else OUT / "reproduce", "--out")
         self.dir = self.out / self.dataset
-        self.models = [nets.MODELS[m] for m in self.selected()]
+        self.models = [zoo.MODELS[m] for m in self.selected()]
         self.test = args.test_iters is not None
         self.forget = set()                     # stages --redo runs again
 
     def selected(self):
         """The models asked for (--models) and every model they start from."""
-        import nets
         if not self.args.models:
             return list(self.pipeline.models)
         want = [m.strip() for m in self.args.models.split(",") if m.strip()]
@@ -152,7 +147,7 @@ class Run:
 
         def need(name):
             needed.add(name)
-            for dep in () if self.args.released else nets.MODELS[name].starts_from:
+            for dep in () if self.args.released else zoo.MODELS[name].starts_from:
                 need(dep)
         for m in want:
             need(m)
@@ -175,8 +170,7 @@ class Run:
         return max(self.args.test_iters // 2, 1) if self.test else model.test_interval
 
     def classifiers(self):
-        import nets
-        return [nets.CLASSIFIERS[b] for b in dict.fromkeys(
+        return [zoo.CLASSIFIERS[b] for b in dict.fromkeys(
             m.init_from[1] for m in self.models if m.init_from[0] == "classifier")]
 
     def data_stamp(self, d):
@@ -220,7 +214,6 @@ def weights_steps(run):
 
 
 def train_steps(run, speeds):
-    import training
     if run.args.released:
         return
     for m in run.models:
@@ -229,8 +222,8 @@ def train_steps(run, speeds):
         if run.final(m).is_file() and m.name not in run.forget:
             yield Step("train", m.name, True, f"{run.final(m).relative_to(run.out)}")
             continue
-        state = None if m.name in run.forget else training.last_snapshot(run.stage_dir(m), say)
-        start = training.snapshot_iter(state) if state else 0
+        state = None if m.name in run.forget else snapshots.last_snapshot(run.stage_dir(m), say)
+        start = snapshots.snapshot_iter(state) if state else 0
         scorings = iters // interval - start // interval + (iters % interval != 0)
         step_s, image_s = speeds.get(speed_key(run, m), (None, None))
         seconds = None if step_s is None else \
@@ -262,11 +255,9 @@ def weights_of(run, model):
 
 def eval_size(run, model):
     """Images of the evaluation split: the list's length when the data is there."""
-    import prepare
-    from layers import DataError
     if read_stamp(run.data_stamp(model.eval.dataset)) is not None or run.test:
         try:
-            return len(prepare.reader(model.eval.dataset, run.root).ids(model.eval.split))
+            return len(check_reader(model.eval.dataset, run.root).ids(model.eval.split))
         except DataError:             # (not there yet: the data step says what is wrong)
             pass
     return DATASETS[model.eval.dataset].splits[model.eval.split]
@@ -312,10 +303,9 @@ def time_model(model, hw):
     """(seconds per SGD step, seconds per scored image) of ``model`` at input size
     ``hw``: forward + backward of its deploy net (force_backward), one warm-up and
     TIMED_ITERS timed."""
-    import surgery
     proto = model.net("deploy")
     proto.force_backward = True
-    net = surgery.load_net(proto)
+    net = caffemodel.load_net(proto)
     for name in net.inputs:
         shape = list(net.blobs[name].data.shape)
         net.blobs[name].reshape(1, shape[1], *hw)
@@ -368,7 +358,6 @@ def measure_speeds(run):
 def do_data(run, d):
     """The dataset checked; downloaded, unpacked and derived first unless it is
     already complete (made by hand, or by an earlier prepare.py get)."""
-    import prepare
     counts = not run.test
     if not (run.root / DATASETS[d].dir).is_dir() or prepare.check(d, run.root, out=lambda _: None,
                                                                   counts=counts):
@@ -379,44 +368,34 @@ def do_data(run, d):
             say(f"problem: {line}")
         raise cli.UserError(f"{d}: {len(problems)} problem(s) in {run.root / DATASETS[d].dir} "
                             f"(python prepare.py check {d} lists them)")
-    found = prepare.reader(d, run.root)
+    found = check_reader(d, run.root)
     sizes = ", ".join(f"{s} {len(found.ids(s))}" for s in DATASETS[d].splits)
     files.write_cache(run.data_stamp(d), sizes + "\n")
 
 
 def do_weights(run, name):
-    import prepare
-    prepare.get_weights(name, run.args.trust_new_downloads)
+    prepare.get_weights(name, run.args.trust_new_downloads, run.args.data_root)
 
 
 def do_train(run, model):
-    """One training stage through solve.py's own code: resumed from its last snapshot
-    if it has one, else started from its initialisation (a fresh start clears the
-    logs of a start that never reached a snapshot)."""
-    import training
+    """One training stage, as solve.py trains it (training.run): resumed from its last
+    intact snapshot if it has one, else started from its initialisation (a fresh start
+    clears the logs of a start that never reached a snapshot)."""
     out = run.stage_dir(model)
-    argv = ["--out", str(out), "--iters", str(run.iters(model)), "--test-interval",
-            str(run.interval(model)), "--data-root", str(run.root)]
-    argv += ["--gpu", str(run.args.gpu)] if run.args.gpu is not None else []
-    argv += ["--cpu"] if run.args.cpu else []
-    state = training.last_snapshot(out, say)
+    options = training.Options(out=str(out), iters=run.iters(model),
+                               test_interval=run.interval(model), data_root=str(run.root),
+                               device=run.device)
+    state = snapshots.last_snapshot(out, say)
     if state is not None:
-        argv += ["--resume", str(state)]
+        options.resume = str(state)
     else:
         for log in ("metrics.jsonl", "train_log.jsonl"):
             (out / log).unlink(missing_ok=True)
         if model.starts_from:          # (from a classifier: solve.py's default)
-            argv += ["--weights", ",".join(str(run.final(model_named(s)))
-                                           for s in model.starts_from)]
-    say(f"python {model.name}/solve.py {' '.join(argv)}")
-    rc = training.train(model.name, argv)
-    if rc != 0:
-        raise Stopped(rc)
-
-
-def model_named(name):
-    import nets
-    return nets.MODELS[name]
+            options.weights = ",".join(str(run.final(zoo.MODELS[s])) for s in model.starts_from)
+    result = training.run(model, options)
+    if result.exit_code != 0:
+        raise Stopped(result.exit_code)
 
 
 class Stopped(Exception):
@@ -444,26 +423,17 @@ def score_is_current(path, weights):
 
 
 def do_score(run, model):
-    import score
-    import surgery
     weights = weights_of(run, model)
-    net = surgery.load_net(model.data_net("eval", data_root=run.root), weights)
+    net = caffemodel.load_net(model.data_net("eval", data_root=run.root), weights)
     n = len(net.layers[0].ids)
-    t0 = time.time()
-
-    def progress(i, total):
-        if i % 50 == 0 or i == total:
-            say(f"  {i}/{total} images, {(time.time() - t0) / i:.2f} s each")
-    heads = score.heads_of(model)
-    hists, _ = score.score_net(net, heads, n, progress=progress)
-    results = {label: score.metrics(hists[s]) for s, label, _, _ in heads}
+    results, _ = metrics.score_net(net, model, n, progress=metrics.progress_lines())
     st = Path(weights).stat()
     record = {"model": model.name, "split": model.eval.split, "n_images": n,
               "weights": str(weights), "weights_stat": [st.st_size, st.st_mtime_ns],
               "heads": results, "device": run.device.record()}
     files.write_cache(run.score_path(model),
-                      json.dumps(score.json_safe(record), indent=1) + "\n")
-    say(f"  {model.name}: " + score.format_metrics(results[model.heads[0].label]))
+                      json.dumps(metrics.json_safe(record), indent=1) + "\n")
+    say(f"  {model.name}: " + metrics.format_metrics(results[model.heads[0].label]))
 
 
 # ---------------------------------------------------------------------------
@@ -499,8 +469,7 @@ def write_table(run):
     rows = [row(run, m) for m in run.models if read_score(run.score_path(m)) is not None]
     geo = any("geo_accuracy" in r["ours"] for r in rows)
     keys = PAPER_KEYS if geo else PAPER_KEYS[:4]
-    names = {"pixel_accuracy": "pixel acc", "mean_accuracy": "mean acc", "mean_iu": "mean IU",
-             "fw_iu": "f.w. IU", "geo_accuracy": "geo acc"}
+    names = metrics.METRIC_NAMES
     what = "released weights" if run.args.released else "trained here"
     head = (["model", "images"] + [f"ours: {names[k]}" for k in keys] + ["release: mean IU"]
             + [f"paper: {names[k]}" for k in keys] + ["mean IU - paper"])
@@ -538,17 +507,16 @@ def redo(run, stage, dry_run=False):
     again: its outputs are removed, unless ``dry_run`` (then the plan only shows it).
     With --released nothing is trained, so a model's stage is its score: only that
     is forgotten, and no weights or snapshots are ever removed."""
-    import nets
     if stage not in {"data", "weights", "score", *run.pipeline.models}:
         raise cli.UserError(f"--redo {stage}: stages of {run.dataset} are data, weights, "
                             f"{', '.join(run.pipeline.models)}, score")
     forget = [stage]
     for m in () if run.args.released else run.pipeline.models:
-        if any(d in forget for d in nets.MODELS[m].starts_from):
+        if any(d in forget for d in zoo.MODELS[m].starts_from):
             forget.append(m)                    # later stages started from a redone one
     run.forget = set(forget)
     what = (f"scoring {stage}'s released weights again" if run.args.released and
-            stage in nets.MODELS else f"training again {', '.join(forget)}"
+            stage in zoo.MODELS else f"training again {', '.join(forget)}"
             if len(forget) > 1 else f"{stage} again")
     say(f"--redo {stage}: {what}" + (" (--dry-run: nothing removed)" if dry_run else ""))
     if dry_run:
@@ -562,10 +530,10 @@ def redo(run, stage, dry_run=False):
     elif stage == "score":
         shutil.rmtree(run.score_path(run.models[0]).parent, ignore_errors=True)
     for m in forget:
-        if m in nets.MODELS:
+        if m in zoo.MODELS:
             if not run.args.released:
-                shutil.rmtree(run.stage_dir(nets.MODELS[m]), ignore_errors=True)
-            run.score_path(nets.MODELS[m]).unlink(missing_ok=True)
+                shutil.rmtree(run.stage_dir(zoo.MODELS[m]), ignore_errors=True)
+            run.score_path(zoo.MODELS[m]).unlink(missing_ok=True)
 
 
 def main(argv=None):
@@ -588,9 +556,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.test_iters is not None and args.test_iters < 1:
         raise cli.UserError("--test-iters must be at least 1")
-    import downloads
     downloads.extra_table()                   # $FCN_CHECKSUMS checked before any work
-    device = cli.use_device(args.gpu, args.cpu)
+    device = use_device(args.gpu, args.cpu)
     say(device)
     run = Run(args, device)
     with files.locked(run.out, "--out"):
@@ -618,9 +585,9 @@ def reproduce(run, args, device):
             elif s.kind == "weights":
                 do_weights(run, s.name)
             elif s.kind == "train":
-                do_train(run, model_named(s.name))
+                do_train(run, zoo.MODELS[s.name])
             else:
-                do_score(run, model_named(s.name))
+                do_score(run, zoo.MODELS[s.name])
     except Stopped as e:
         say(f"reproduce.py: stopped; run the same command again to continue "
             f"({fmt_time(time.time() - t0)} of work this run)")

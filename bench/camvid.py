@@ -3,15 +3,16 @@ same FCN-8s from random initialisation, each trained for the same time budget.
 
     python bench/camvid.py [--minutes 60] [--out out/bench/camvid] [--runs ...]
 
-Data: squeezenet.cpu_scale_data(), as for make demo.
+Data: fcn.squeezenet.cpu_scale_data(), as for make demo.
 
 Prints one JSON line: per run the iterations, minutes and CamVid val metrics at
 the end (and at every scoring), and the peer comparison of the same run,
 pretrained FCN-8s mean IU minus random-init FCN-8s mean IU (points).
 """
 import argparse
+import contextlib
 import json
-import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,19 +20,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
-import squeezenet  # noqa: E402
+import surgery  # noqa: E402  (the repository's modules, on the path above)
 import training  # noqa: E402
-RUNS = {
-    "fcn16s-pretrained": ("camvid-fcn16s-squeezenet", []),
-    "fcn8s-pretrained": ("camvid-fcn8s-squeezenet", []),
-    "fcn8s-random-init": ("camvid-fcn8s-squeezenet", ["--from-scratch"]),
+from fcn import cli, squeezenet, zoo  # noqa: E402
+from fcn.device import use_device  # noqa: E402
+
+RUNS = {   # name -> (model, from scratch?)
+    "fcn16s-pretrained": ("camvid-fcn16s-squeezenet", False),
+    "fcn8s-pretrained": ("camvid-fcn8s-squeezenet", False),
+    "fcn8s-random-init": ("camvid-fcn8s-squeezenet", True),
 }
 
 
 def ensure_init(data, out):
     """The SqueezeNet FCN initialisation, made the way make demo makes it."""
-    import surgery
     init = out / "squeezenet-fcn.caffemodel"
     if not init.is_file():
         weights = out / "squeezenet_v1.0.caffemodel"
@@ -48,28 +50,30 @@ def main(argv=None):
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     cli.add_device_flags(p)
     args = p.parse_args(argv)
-    device = cli.use_device(args.gpu, args.cpu)
+    device = use_device(args.gpu, args.cpu)
     data, out = squeezenet.cpu_scale_data(), Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init = ensure_init(data, out)
     results = {}
     for name in args.runs:
-        model, extra = RUNS[name]
+        model, scratch = RUNS[name]
         run = out / name
-        cmd = [sys.executable, str(REPO / model / "solve.py"), "--time-budget", str(args.minutes),
-               "--iters", "10000000", "--test-interval", str(args.test_interval),
-               "--display", "200", "--data-root", str(data), "--out", str(run)]
-        cmd += extra if extra else ["--weights", str(init)]
-        cmd += ["--gpu", str(device.gpu)] if device.is_gpu else ["--cpu"]
         if run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
+            shutil.rmtree(run)
+        options = training.Options(
+            time_budget=args.minutes, iters=10_000_000, test_interval=args.test_interval,
+            display=200, data_root=str(data), out=str(run), device=device,
+            weights=None if scratch else str(init), from_scratch=scratch)
         t = time.time()
-        with open(out / f"{name}.log", "w") as log:
-            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+        with open(out / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            result = training.run(zoo.MODELS[model], options)
+        if result.exit_code:
+            return result.exit_code
         scores = training.read_jsonl(run / "metrics.jsonl")
         last = scores[-1]
         results[name] = {
-            "model": model, "init": "random (Caffe fillers)" if extra else "SqueezeNet ImageNet",
+            "model": model, "init": "random (Caffe fillers)" if scratch else "SqueezeNet ImageNet",
             "iterations": last["iter"], "minutes": round((time.time() - t) / 60, 1),
             **{k: round(100 * last[k], 2) for k in ("pixel_accuracy", "mean_accuracy",
                                                     "mean_iu", "fw_iu")},

@@ -19,7 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads)
+
+import caffe  # noqa: E402  (after fcn: quiet logging)
+import numpy as np  # noqa: E402
+
+from bench.speed import SIZES, random_weights  # noqa: E402
+from fcn.paths import REPO, cache_dir, sdist_env  # noqa: E402
+
 WORKER = r'''
 import sys, numpy as np, caffe
 sys.path.insert(0, sys.argv[4])
@@ -38,11 +46,6 @@ np.savez(sys.argv[3], __file__=np.array(caffe.__file__), **out)
 '''
 
 
-def cache_dir():
-    env = os.environ.get("FCN_CACHE_DIR")
-    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-caffe"
-
-
 def initial_commit():
     return subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout.split()[-1]
@@ -53,9 +56,7 @@ def baseline_package(rev):
     dest = cache_dir() / f"baseline-{rev[:12]}"
     if (dest / ".complete").is_file():
         return dest
-    env = dict(line.split("=", 1) for line in (REPO / "third_party/caffe/sdist.env").read_text()
-               .splitlines() if "=" in line and not line.startswith("#"))
-    sdist = cache_dir() / "sdist" / env["SDIST_FILE"]
+    sdist = cache_dir() / "sdist" / sdist_env()["SDIST_FILE"]
     if not sdist.is_file():
         raise SystemExit(f"{sdist} missing: run make setup first")
     work = Path(tempfile.mkdtemp(prefix="baseline-"))
@@ -91,11 +92,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     rev = args.baseline_rev or initial_commit()
     base = baseline_package(rev)
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import numpy as np
-    import caffe
-    from bench.speed import SIZES, random_weights
     with tempfile.TemporaryDirectory() as tmp:
         net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), caffe.TEST)
         random_weights(net)

@@ -34,14 +34,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("GLOG_minloglevel", "2")
+
+import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads)
+import caffe  # noqa: E402
+import numpy as np  # noqa: E402
+from caffe.proto import caffe_pb2  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+
+from fcn import cli  # noqa: E402,I100
+from fcn.device import use_device  # noqa: E402
+from fcn.surgery import interp  # noqa: E402
+# PyTorch is imported by the PyTorch workers alone (torch_device): a Caffe worker's
+# process never starts its thread pool.
 
 SIZES = [(500, 500), (334, 500)]
 DEVICE = "cpu"          # or a GPU id (str): what --gpu asked for, passed to each worker
 
 
 def caffe_mode():
-    import caffe
     if DEVICE == "cpu":
         caffe.set_mode_cpu()
     else:
@@ -68,8 +78,6 @@ def torch_device():
 def random_weights(net, seed=0):
     """He-style random weights (activations keep their scale through VGG-16);
     deconvolutions bilinear, as in every FCN."""
-    import numpy as np
-    import surgery
     rng = np.random.default_rng(seed)
     for name, params in net.params.items():
         w = params[0].data
@@ -77,11 +85,10 @@ def random_weights(net, seed=0):
         w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32((2 / fan_in) ** 0.5)
         for b in params[1:]:
             b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32) * 0.1
-    surgery.interp(net)
+    interp(net)
 
 
 def image_input(h, w, seed=1):
-    import numpy as np
     return np.random.default_rng(seed).uniform(-120, 130, (1, 3, h, w)).astype(np.float32)
 
 
@@ -101,7 +108,6 @@ def worker_caffe_forward(weights, reps, out):
             times.append(time.perf_counter() - t)
         res[f"{h}x{w}"] = times
         maps[f"{h}x{w}"] = net.blobs["score"].data.copy()
-    import numpy as np
     np.savez(out, **maps)
     return res
 
@@ -113,8 +119,6 @@ def worker_caffe_im2col_forward(weights, reps, out):
 
 
 def worker_torch_forward(weights, reps, out):
-    import caffe
-    import numpy as np
     from bench.torch_fcn import TorchNet
     torch, dev, sync = torch_device()
     cnet = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
@@ -159,8 +163,6 @@ def worker_caffe_first(weights, reps, out):
 
 def train_net_file(tmp):
     """voc-fcn32s's training net with Input layers instead of the data layer."""
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
     p = text_format.Parse((REPO / "voc-fcn32s/train.prototxt").read_text(), caffe_pb2.NetParameter())
     d = p.layer[0]
     d.Clear()
@@ -174,14 +176,11 @@ def train_net_file(tmp):
 
 
 def train_batch():
-    import numpy as np
     rng = np.random.default_rng(2)
     return image_input(375, 500), rng.integers(0, 21, (1, 1, 375, 500)).astype(np.float32)
 
 
 def worker_caffe_train(weights, reps, out):
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
     caffe = caffe_mode()
     tmp = tempfile.mkdtemp()
     s = text_format.Parse((REPO / "voc-fcn32s/solver.prototxt").read_text(), caffe_pb2.SolverParameter())
@@ -207,7 +206,6 @@ def worker_caffe_train(weights, reps, out):
 
 
 def worker_torch_train(weights, reps, out):
-    import caffe
     from bench.torch_fcn import TorchNet
     torch, dev, sync = torch_device()
     tmp = tempfile.mkdtemp()
@@ -277,7 +275,6 @@ def med(rounds, key):
 
 
 def make_weights(tmp, model="voc-fcn8s"):
-    import caffe
     net = caffe.Net(str(REPO / model / "deploy.prototxt"), caffe.TEST)
     random_weights(net)
     path = Path(tmp) / f"{model}-random.caffemodel"
@@ -288,7 +285,6 @@ def make_weights(tmp, model="voc-fcn8s"):
 def infer_wall(weights, tmp):
     image = REPO.parent / "shared/data/voc-demo/image.jpg"
     if not image.is_file():
-        import numpy as np
         from PIL import Image
         image = Path(tmp) / "image.jpg"
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (500, 334, 3), np.uint8)).save(image)
@@ -331,15 +327,13 @@ def main(argv=None):
         Path(args.result).write_text(json.dumps(res))
         return 0
 
-    import numpy as np
     parts = args.parts.split(",")
     unknown = set(parts) - {"forward", "first", "infer", "train"}
     if unknown:
         p.error(f"unknown --parts {','.join(sorted(unknown))} (choose from forward,first,infer,train)")
     if args.reps < 1 or args.rounds < 1:
         p.error("--reps and --rounds must be at least 1")
-    import cli
-    device = cli.use_device(args.gpu, args.cpu or args.gpu is None)
+    device = use_device(args.gpu, args.cpu or args.gpu is None)
     DEVICE = "cpu" if not device.is_gpu else str(device.gpu)
     line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps,
             "rounds": args.rounds, "device": device.record()}
@@ -385,5 +379,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import cli
     sys.exit(cli.run(main, prog="bench/speed.py"))

@@ -9,7 +9,8 @@
    measured over the first iterations and printed);
 4. score CamVid val, and write overlays (with a legend) for a few val images.
 
-Everything goes to out/demo/. Data: layers.data_root (holding CamVid and SqueezeNet).
+Everything goes to out/demo/. Data: fcn.datasets.data_root (holding CamVid and
+SqueezeNet).
 
     python scripts/demo.py [--iters 2000] [--model camvid-fcn8s-squeezenet] [--overlays 4]
 """
@@ -23,7 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
+import infer  # noqa: E402  (the repository's modules, on the path above)
+import surgery  # noqa: E402
+import training  # noqa: E402
+from fcn import cli, files, squeezenet, visual, zoo  # noqa: E402
+from fcn.datasets import DATASETS  # noqa: E402
+from fcn.device import use_device  # noqa: E402
+from fcn.paths import OUT  # noqa: E402
 
 
 def main(argv=None):
@@ -32,36 +39,27 @@ def main(argv=None):
     p.add_argument("--model", default="camvid-fcn8s-squeezenet")
     p.add_argument("--overlays", type=int, default=4, help="val images to segment")
     p.add_argument("--test-interval", type=int, default=500, help="score val this often")
-    p.add_argument("--out", default=str(REPO / "out" / "demo"))
+    p.add_argument("--out", default=str(OUT / "demo"))
     cli.add_device_flags(p)
     args = p.parse_args(argv)
     for flag in ("iters", "overlays", "test_interval"):
         if getattr(args, flag) < 1:
             raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1")
 
-    import files
-    import nets
-    import squeezenet
-    if args.model not in nets.MODELS or nets.MODELS[args.model].backbone != "squeezenet":
+    if args.model not in zoo.MODELS or zoo.MODELS[args.model].backbone != "squeezenet":
         raise cli.UserError(f"--model {args.model}: the demo trains one of "
-                            + ", ".join(m for m, v in nets.MODELS.items()
+                            + ", ".join(m for m, v in zoo.MODELS.items()
                                         if v.backbone == "squeezenet"))
-    device = cli.use_device(args.gpu, args.cpu)
+    device = use_device(args.gpu, args.cpu)
     data = squeezenet.cpu_scale_data()
     out = cli.output_dir(Path(args.out).resolve(), "--out")
     with files.locked(out, "--out"):
         files.claim_folder(out, "--out", "make demo")
-        return demo(args, nets.MODELS[args.model], data, out, device)
+        return demo(args, zoo.MODELS[args.model], data, out, device)
 
 
 def demo(args, model, data, out, device):
     """The four steps, once the arguments, the data and the output folder are checked."""
-    import files
-    import infer
-    import squeezenet
-    import surgery
-    import training
-    import visual
     t0 = time.time()
     print(f"demo: data from {data}; output in {out}; {device}")
 
@@ -82,23 +80,19 @@ def demo(args, model, data, out, device):
     run = out / "train"
     if run.exists():
         shutil.rmtree(run)
-    rc = training.train(model.name, ["--weights", str(init), "--iters", str(args.iters),
-                                     "--test-interval", str(args.test_interval),
-                                     "--display", "50", "--data-root", str(data),
-                                     "--out", str(run)]
-                        + (["--gpu", str(device.gpu)] if device.is_gpu else ["--cpu"]))
-    if rc:
-        return rc
+    result = training.run(model, training.Options(
+        weights=str(init), iters=args.iters, test_interval=args.test_interval, display=50,
+        data_root=str(data), out=str(run), device=device))
+    if result.exit_code:
+        return result.exit_code
     record = training.read_jsonl(run / "metrics.jsonl")[-1]
     files.write_atomic(out / "progress.png",
                        lambda tmp: shutil.copyfile(run / "progress.png", tmp))
 
     print(f"4/4 overlays of {args.overlays} val images ...")
     seg = infer.Segmenter(model, run / "final.caffemodel", device)
-    from datasets import DATASETS
-    import layers
-    reader = layers.CamVidReader(data / "camvid")
-    classes = DATASETS["camvid"].classes
+    camvid = DATASETS["camvid"]
+    reader, classes = camvid.open(data), camvid.classes
     (out / "overlays").mkdir(exist_ok=True)
     for id_ in reader.ids("val")[:args.overlays]:
         rgb = reader.raw(id_, "data")

@@ -38,9 +38,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("GLOG_minloglevel", "2")
+sys.path.insert(0, str(REPO / "tests"))       # fixtures.fake_png: an image header, no pixels
 
-import cli  # noqa: E402  (quiet Caffe logging before caffe loads)
+import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads)
+import caffe  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.io  # noqa: E402
+from caffe.proto import caffe_pb2  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import surgery  # noqa: E402  (the repository's modules)
+from fcn import caffemodel, cli, images, memory, squeezenet, zoo  # noqa: E402
+from fcn.builder import MODALITIES  # noqa: E402
+from fcn.datasets import DATASETS  # noqa: E402
+from fcn.device import build_info, use_device  # noqa: E402
+from fcn.paths import SHARED_DATA  # noqa: E402
+from fixtures import fake_png  # noqa: E402
 
 DEPLOY_TOL, ARGMAX_AGREE = 1e-4, 0.999
 SGD_ITERS = 3
@@ -92,7 +106,6 @@ class Devices:
     self-test, the CPU again), and read the device's free memory."""
 
     def __init__(self, gpu, self_test):
-        import caffe
         self.caffe, self.gpu, self.self_test = caffe, gpu, self_test
         self.cudart = None
         if not self_test:
@@ -130,8 +143,6 @@ class Devices:
 def fill_random(net, seed=0):
     """He-scaled random weights (activations keep their size through VGG-16),
     bilinear deconvolutions: the FCNs whose trained weights are not here."""
-    import numpy as np
-    import surgery
     rng = np.random.default_rng(seed)
     for params in net.params.values():
         w = params[0].data
@@ -146,15 +157,12 @@ def model_inputs(model, data):
     """{input blob: 1xCxHxW float32} for a deploy net, from the real images of the
     pack: the VOC demo photo (and for NYUDv2's other inputs, its grey level as a
     depth in millimetres, and the photo again as HHA)."""
-    import numpy as np
-    import layers
-    from datasets import DATASETS
-    rgb = layers.load_photo(data / "voc-demo/image.jpg")
+    rgb = images.load_photo(data / "voc-demo/image.jpg")
     d = DATASETS[model.eval.dataset]
     out = {}
-    for name in [n for n, _ in __import__("builder").MODALITIES[model.modality]]:
+    for name in [n for n, _ in MODALITIES[model.modality]]:
         if name in ("data", "color"):
-            x = layers.preprocess(rgb, d.mean) if model.modality != "hha" else \
+            x = images.preprocess(rgb, d.mean) if model.modality != "hha" else \
                 (rgb.astype(np.float32) - np.float32(d.extra["hha_mean"])).transpose(2, 0, 1)
         elif name == "depth":
             mm = 500.0 + 40.0 * rgb.mean(axis=2)
@@ -170,22 +178,19 @@ def model_inputs(model, data):
 
 
 def deploy(devices, data, check, models):
-    import numpy as np
-    import nets
-    import surgery
     rows = []
     for name in models:
-        model = nets.MODELS[name]
+        model = zoo.MODELS[name]
         before = devices.used_bytes()
-        net = surgery.load_net(model.net("deploy"))
+        net = caffemodel.load_net(model.net("deploy"))
         trained = data / "weights" / f"{name}.caffemodel"
         backbone = data / "weights" / f"{model.backbone}-fcn.caffemodel"
         if trained.is_file():
-            surgery.copy_weights(net, trained)
+            caffemodel.copy_weights(net, trained)
         else:
             fill_random(net, seed=len(rows))
             if backbone.is_file():        # SqueezeNet's ImageNet features, random heads
-                surgery.copy_weights(net, backbone, complete=False)
+                caffemodel.copy_weights(net, backbone, complete=False)
         inputs = model_inputs(model, data)
         for k, x in inputs.items():
             net.blobs[k].reshape(*x.shape)
@@ -235,9 +240,6 @@ def without_dropout(proto):
 def make_solver(model, data, tmp, input_net=None):
     """An SGDSolver of the model's solver settings on its training net (the Python
     data layer reading the pack, Dropout out), or on ``input_net``."""
-    import caffe
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
     s = text_format.Parse((model.dir / "solver.prototxt").read_text(),
                           caffe_pb2.SolverParameter())
     net = input_net or without_dropout(model.data_net("train", data_root=data))
@@ -254,18 +256,15 @@ def make_solver(model, data, tmp, input_net=None):
 
 
 def sgd(devices, data, check, tmp):
-    import numpy as np
-    import nets
-    import surgery
     rows = []
     for name, init in (("voc-fcn32s", None),
                        ("camvid-fcn8s-squeezenet", data / "weights/squeezenet-fcn.caffemodel")):
-        model = nets.MODELS[name]
+        model = zoo.MODELS[name]
         weights = tmp / f"{name}-init.caffemodel"
-        net = surgery.load_net(model.net("deploy"))
+        net = caffemodel.load_net(model.net("deploy"))
         fill_random(net, seed=7)
         if init is not None and init.is_file():
-            surgery.copy_weights(net, init, complete=False)
+            caffemodel.copy_weights(net, init, complete=False)
         surgery.interp(net)
         net.save(str(weights))
         del net
@@ -273,7 +272,7 @@ def sgd(devices, data, check, tmp):
         for mode in ("cpu", "dev"):
             getattr(devices, mode)()
             solver = make_solver(model, data, tmp)
-            surgery.copy_weights(solver.net, weights, complete=False)
+            caffemodel.copy_weights(solver.net, weights, complete=False)
             losses, t0 = [], time.perf_counter()
             for _ in range(SGD_ITERS):
                 solver.step(1)
@@ -313,15 +312,12 @@ def timed(fn, reps, sync=lambda: None):
 
 
 def speed(devices, data, check, tmp, self_test):
-    import numpy as np
-    import nets
-    import surgery
     out = {}
     hw = (64, 64) if self_test else (500, 500)
     rng = np.random.default_rng(1)
     x = rng.uniform(-120, 130, (1, 3, *hw)).astype(np.float32)
     devices.dev()
-    net = surgery.load_net(REPO / "voc-fcn8s/deploy.prototxt")
+    net = caffemodel.load_net(REPO / "voc-fcn8s/deploy.prototxt")
     fill_random(net, seed=3)
     net.blobs["data"].reshape(1, 3, *hw)
     net.reshape()
@@ -332,7 +328,7 @@ def speed(devices, data, check, tmp, self_test):
     torch_part(out, net, x, hw, caffe_score, self_test)
 
     # an FCN-32s SGD iteration at 500x375: Input layers instead of the data layer
-    model = nets.MODELS["voc-fcn32s"]
+    model = zoo.MODELS["voc-fcn32s"]
     thw = (48, 64) if self_test else (375, 500)
     proto = model.net("train")
     d = proto.layer[0]
@@ -352,13 +348,13 @@ def speed(devices, data, check, tmp, self_test):
     torch_train_part(out, solver, proto, tmp, thw, self_test)
 
     # CamVid training with the data layer: iterations per second, GPU and CPU
-    model = nets.MODELS["camvid-fcn8s-squeezenet"]
+    model = zoo.MODELS["camvid-fcn8s-squeezenet"]
     for mode in ("dev", "cpu"):
         getattr(devices, mode)()
         camvid = make_solver(model, data, tmp, input_net=model.data_net("train", data_root=data))
         init = data / "weights/squeezenet-fcn.caffemodel"
         if init.is_file():
-            surgery.copy_weights(camvid.net, init, complete=False)
+            caffemodel.copy_weights(camvid.net, init, complete=False)
         surgery.interp(camvid.net)
         camvid.step(3)
         n = 5 if self_test or mode == "cpu" else 30
@@ -394,8 +390,7 @@ def torch_part(out, net, x, hw, caffe_score, self_test):
     if found is None:
         return
     torch, dev, sync = found
-    import numpy as np
-    from bench.torch_fcn import TorchNet
+    from bench.torch_fcn import TorchNet      # (imports torch)
     tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), net).train(False).to(dev)
     tx = torch.from_numpy(x).to(dev)
     with torch.no_grad():
@@ -416,7 +411,7 @@ def torch_train_part(out, solver, proto, tmp, thw, self_test):
     if found is None:
         return
     torch, dev, sync = found
-    from bench.torch_fcn import TorchNet
+    from bench.torch_fcn import TorchNet      # (imports torch)
     path = tmp / "fcn32s-input-train.prototxt"
     path.write_text(str(proto))
     tnet = TorchNet(str(path), solver.net).train().to(dev)
@@ -436,22 +431,17 @@ def torch_train_part(out, solver, proto, tmp, thw, self_test):
         "caffe_over_torch": out["fcn32s_sgd_iteration"]["caffe_s"] / t_s})
 
 
-def memory(devices, data, check, tmp, self_test):
+def memory_check(devices, data, check, tmp, self_test):
     """infer.py's memory model against FCN-8s's use at 500x500, and what infer.py
     says of an image too large: one line, exit 2, nothing written."""
-    import infer
-    import nets
-    import surgery
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
     out = {}
-    model = nets.MODELS["voc-fcn8s"]
+    model = zoo.MODELS["voc-fcn8s"]
     path = model.dir / "deploy.prototxt"
     proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
     devices.dev()
     before = devices.used_bytes()
-    net = surgery.load_net(path)
-    estimate = infer.memory_model(net, proto, ["data"], gpu=not self_test)
+    net = caffemodel.load_net(path)
+    estimate = memory.memory_model(net, proto, ["data"], gpu=not self_test)
     hw = (64, 64) if self_test else (500, 500)
     net.blobs["data"].reshape(1, 3, *hw)
     net.reshape()
@@ -464,13 +454,11 @@ def memory(devices, data, check, tmp, self_test):
                     else (used - before) / 1e9}
     del net
     devices.cpu()
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_infer_reference import fake_png
     huge = fake_png(tmp / "huge.png", 60000, 40000)
     big = fake_png(tmp / "big.png", 3000, 3000)
     gpu = [] if self_test else ["--gpu", "0"]
     weights = tmp / "fcn8s-random.caffemodel"
-    net = surgery.load_net(path)
+    net = caffemodel.load_net(path)
     fill_random(net)
     net.save(str(weights))
     del net
@@ -498,13 +486,7 @@ def memory(devices, data, check, tmp, self_test):
 def prepare(dest):
     """voc-demo (image, label), a few CamVid pairs, an SBD-format copy of the VOC demo
     pair for voc-fcn32s's data layer, and the SqueezeNet FCN initialisation."""
-    import numpy as np
-    import scipy.io
-    from PIL import Image
-    import squeezenet
-    import surgery
-    from conftest import shared_dir
-    shared = shared_dir() / "data"
+    shared = SHARED_DATA
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -553,7 +535,6 @@ def main(argv=None):
     p.add_argument("--parts", default="deploy,sgd,speed,memory", help="parts to run")
     args = p.parse_args(argv)
     if args.prepare:
-        sys.path.insert(0, str(REPO / "tests"))
         prepare(args.prepare)
         return 0
     if not args.data or not args.out:
@@ -561,13 +542,11 @@ def main(argv=None):
     data, out = Path(args.data).resolve(), Path(args.out).resolve()
     if not (data / "voc-demo/image.jpg").is_file():
         raise cli.UserError(f"--data {data} is not what --prepare makes")
-    import nets
     check = Check(out / f"gpu-check-{args.tag}.json", args.tag, args.self_test)
-    device = cli.use_device(None, True) if args.self_test else cli.use_device(args.gpu, False)
-    import caffe
+    device = use_device(None, True) if args.self_test else use_device(args.gpu, False)
     check.result["machine"] = {"device": device.record(), "python": platform.python_version(),
                                "caffe": str(Path(caffe.__file__).parent),
-                               "build": cli.build_info(), "cpus": os.cpu_count()}
+                               "build": build_info(), "cpus": os.cpu_count()}
     try:
         import torch
         check.result["machine"]["torch"] = torch.__version__
@@ -575,15 +554,15 @@ def main(argv=None):
         pass
     check.write()
     devices = Devices(args.gpu, args.self_test)
-    models = args.models.split(",") if args.models else list(nets.MODELS)
-    unknown = [m for m in models if m not in nets.MODELS]
+    models = args.models.split(",") if args.models else list(zoo.MODELS)
+    unknown = [m for m in models if m not in zoo.MODELS]
     if unknown:
         raise cli.UserError(f"--models: unknown {', '.join(unknown)}")
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     parts = {"deploy": (deploy, devices, data, check, models),
              "sgd": (sgd, devices, data, check, tmp),
              "speed": (speed, devices, data, check, tmp, args.self_test),
-             "memory": (memory, devices, data, check, tmp, args.self_test)}
+             "memory": (memory_check, devices, data, check, tmp, args.self_test)}
     unknown = set(args.parts.split(",")) - set(parts)
     if unknown:
         raise cli.UserError(f"--parts: unknown {', '.join(sorted(unknown))}; parts: "

@@ -1,20 +1,26 @@
-"""Shared test helpers: locating ../shared, quiet Caffe logging."""
-import os
+"""Shared test helpers: the shared data, float32 tolerances, random weights, and
+the fixtures every module uses (a small FCN's weights, fixture datasets)."""
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-# Caffe logs every layer it builds to stderr; keep warnings and errors only.
-os.environ.setdefault("GLOG_minloglevel", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the commands and fcn/
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))   # the project's modules (nets, layers, ...) import from anywhere
+import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads)
+import caffe  # noqa: E402
+import numpy as np  # noqa: E402
+
+import fixtures  # noqa: E402  (beside this file)
+import prepare  # noqa: E402
+from fcn.paths import REPO, SHARED  # noqa: E402
+from fcn.surgery import interp  # noqa: E402
 
 
 def shared_dir():
     """The shared data folder: $FCN_SHARED, else ../shared beside the repo."""
-    return Path(os.environ.get("FCN_SHARED", REPO.parent / "shared"))
+    return SHARED
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +40,6 @@ def assert_f32_close(got, want, terms, scale=None):
     order, as thread counts, SIMD widths and BLAS kernels choose: |got - want| <=
     terms * eps * scale, ``scale`` being the magnitude of the values compared (by
     default the largest |want|). Never tuned to one machine's rounding."""
-    import numpy as np
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     scale = float(np.abs(want).max()) if scale is None else scale
     np.testing.assert_allclose(got, want, rtol=0, atol=terms * EPS32 * scale)
@@ -42,7 +47,6 @@ def assert_f32_close(got, want, terms, scale=None):
 
 def fill_random(net, seed=0, scale=0.01):
     """Random weights, cheaply: a million normal draws tiled over each param."""
-    import numpy as np
     base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32) * scale
     for params in net.params.values():
         for i, p in enumerate(params):
@@ -53,11 +57,9 @@ def fill_random(net, seed=0, scale=0.01):
 def alexnet_weights(tmp_path_factory):
     """voc-fcn-alexnet weights (random, bilinear upsampling): the smallest FCN of the
     zoo, for tests of the CLIs that need a real caffemodel."""
-    import caffe
-    import surgery
     net = caffe.Net(str(REPO / "voc-fcn-alexnet/deploy.prototxt"), caffe.TEST)
     fill_random(net, seed=3, scale=0.05)
-    surgery.interp(net)
+    interp(net)
     path = tmp_path_factory.mktemp("weights") / "fcn-alexnet-random.caffemodel"
     net.save(str(path))
     return path
@@ -66,8 +68,6 @@ def alexnet_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fixture_data(tmp_path_factory):
     """Every dataset in its raw format, derived, under one data root."""
-    import fixtures
-    import prepare
     root = fixtures.make_all(tmp_path_factory.mktemp("data"))
     for d in ("voc", "nyud", "siftflow", "pascalcontext"):
         prepare.derive(d, root)
@@ -79,7 +79,6 @@ def small_disk(tmp_path):
     """A file system of a given size (a tmpfs mounted under tmp_path, so that writing
     into it fills it): small_disk(kilobytes) -> its folder. Skips, saying why, where
     mounting is not permitted."""
-    import subprocess
     mounted = []
 
     def make(kb):

@@ -1,7 +1,7 @@
 """bundle.py: the offline install archive is checked member by member against its
 manifest, lists every file setup needs, and stops with one line when it cannot be used.
 (The real bundle, built and installed with no network, is the slow check of
-scripts/offline-check.sh; docs/setup.md.)"""
+install/offline-check.sh; docs/setup.md.)"""
 import io
 import json
 import os
@@ -12,8 +12,10 @@ import tarfile
 
 import pytest
 
-import bundle
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "install"))
+import bundle  # noqa: E402  (install/bundle.py: the standard library only)
 
 ARCH = "x86_64-linux-gnu"
 SDIST = "brocolli-caffe-9.0.2.tar.gz"
@@ -178,7 +180,7 @@ def test_corrupted_or_truncated_archives_stop_with_one_line(archive, tmp_path):
 def test_setup_with_a_damaged_bundle_is_one_line(archive, tmp_path):
     bad = tmp_path / "bad.tar.xz"
     bad.write_bytes(archive.read_bytes()[:archive.stat().st_size // 2])
-    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh")], capture_output=True, text=True,
+    r = subprocess.run(["bash", str(REPO / "install/setup.sh")], capture_output=True, text=True,
                        env={**os.environ, "FCN_BUNDLE": str(bad),
                             "FCN_CACHE_DIR": str(tmp_path / "cache"), "PYTHON": sys.executable})
     lines = [l for l in r.stderr.splitlines() if l.strip()]
@@ -257,7 +259,7 @@ def test_a_cache_that_is_a_file_is_one_line(archive, tmp_path):
     with pytest.raises(bundle.FcnError) as e:
         bundle.unpack(archive, tmp_path / "cache")
     assert "is a file" in one_line(e)
-    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh")], capture_output=True, text=True,
+    r = subprocess.run(["bash", str(REPO / "install/setup.sh")], capture_output=True, text=True,
                        env={**os.environ, "FCN_BUNDLE": str(archive),
                             "FCN_CACHE_DIR": str(tmp_path / "cache"), "PYTHON": sys.executable})
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
@@ -270,7 +272,7 @@ def test_a_cache_that_is_a_file_is_one_line(archive, tmp_path):
     ("FCN_BUNDLE", "/nonexistent.tar.xz", "no such file"),
 ])
 def test_setup_checks_its_variables_first(var, value, says, tmp_path):
-    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh"), "check"], capture_output=True,
+    r = subprocess.run(["bash", str(REPO / "install/setup.sh"), "check"], capture_output=True,
                        text=True, env={**os.environ, var: value,
                                        "FCN_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr

@@ -18,17 +18,29 @@ from PIL import Image
 import caffe
 from caffe import layers as L
 
-import cli
-import downloads
 import fixtures
-from loopback import RangeHandler, proxy_env, server, tar_of  # noqa: F401  (a fixture)
 import layers
-import nets
 import prepare
 from conftest import REPO
-from datasets import DATASETS
+from fcn import cli, datasets, downloads, files, zoo
+from fcn.datasets import DATASETS
+from fcn.errors import DataError
+from fcn.paths import SHARED_DATA
+from loopback import RangeHandler, proxy_env, server, tar_of  # noqa: F401  (a fixture)
 
 caffe.set_mode_cpu()
+
+
+def test_every_dataset_has_its_module_and_its_data_layer():
+    """docs/layout.md: a dataset is one module of fcn/datasets/ (registered in MODULES)
+    and its data layer class in layers.py, written out under the name its prototxts use."""
+    modules = {p.stem for p in (REPO / "fcn/datasets").glob("*.py")} - {
+        "__init__", "base", "pascal"}
+    assert {m.__name__.rsplit(".", 1)[1] for m in datasets.MODULES} == modules
+    for name, ds in DATASETS.items():
+        cls = getattr(layers, ds.layer)
+        assert issubclass(cls, layers.SegDataLayer) and cls.dataset == name
+        assert f"class {ds.layer}(SegDataLayer)" in (REPO / "layers.py").read_text()
 
 
 def data_net(tmp_path, layer, params, ntop=2, phase=caffe.TEST, name="data.prototxt"):
@@ -121,14 +133,14 @@ def test_derived_splits_and_labels(fixture_root):
 
 def test_readers_decode_the_raw_formats(fixture_root):
     r = fixture_root
-    sbd = layers.SBDDReader(r / "sbdd/dataset")
+    sbd = DATASETS["sbdd"].open(r)
     s = sbd.sample("2008_000010")
     seg = scipy.io.loadmat(r / "sbdd/dataset/cls/2008_000010.mat")["GTcls"][0][0]["Segmentation"]
     np.testing.assert_array_equal(s["label"][0], seg)
-    sift = layers.SIFTFlowReader(r / "sift-flow").sample("coast_a1")
+    sift = DATASETS["siftflow"].open(r).sample("coast_a1")
     geo = scipy.io.loadmat(r / f"sift-flow/GeoLabels/{fixtures.SUB}/coast_a1.mat")["S"]
     np.testing.assert_array_equal(sift["geo"][0], np.where(geo >= 1, geo - 1, 255))
-    nyud = layers.NYUDReader(r / "nyud", {"tops": ["color", "depth", "hha", "label"]})
+    nyud = DATASETS["nyud"].open(r, {"tops": ["color", "depth", "hha", "label"]})
     s = nyud.sample("5001")
     depth = np.array(Image.open(r / "nyud/data/depth/img_5001.png"), dtype=np.float32)
     np.testing.assert_allclose(s["depth"][0], np.log(depth) - 7.844, atol=1e-5)
@@ -138,7 +150,7 @@ def test_readers_decode_the_raw_formats(fixture_root):
 
 
 def every_data_net():
-    for name, model in sorted(nets.MODELS.items()):
+    for name, model in sorted(zoo.MODELS.items()):
         for fname, phase in zip(model.files, (caffe.TRAIN, caffe.TEST)):
             yield pytest.param(name, fname, phase, id=f"{name}/{fname}")
 
@@ -153,7 +165,7 @@ def test_every_train_and_eval_net_runs_on_fixture_data(name, fname, phase, fixtu
     net.backward()
     for b in losses:
         assert np.isfinite(out[b]) and out[b] > 0, (b, out[b])
-    assert net.blobs["score" + nets.MODELS[name].heads[0].suffix].data.shape[2:] == fixtures.SIZE
+    assert net.blobs["score" + zoo.MODELS[name].heads[0].suffix].data.shape[2:] == fixtures.SIZE
     score_fr = next(k for k in net.params if k.startswith("score_fr"))
     assert np.isfinite(net.params[score_fr][0].diff).all()
 
@@ -188,7 +200,7 @@ def test_shuffle_is_reproducible_per_seed_and_eval_follows_the_file(fixture_root
     assert sorted(ka[:3]) == sorted(ka[3:6])
 
     ev = data_net(tmp_path, "CamVidSegDataLayer", params, phase=caffe.TEST)
-    reader = layers.CamVidReader(fixture_root / "camvid")
+    reader = DATASETS["camvid"].open(fixture_root)
     want = [float(reader.load(i, "data").sum()) for i in reader.ids("train")]
     assert order_key(first_images(ev, 6)) == want + want
 
@@ -212,7 +224,7 @@ def test_bad_param_str_is_one_line(tmp_path):
                                param_str="{'dir': 'x', 'split': 'y'}")
     p = tmp_path / "n.prototxt"
     p.write_text(str(n.to_proto()))
-    with pytest.raises(layers.DataError, match="param_str is not JSON"):
+    with pytest.raises(DataError, match="param_str is not JSON"):
         caffe.Net(str(p), caffe.TEST)
     assert "lacks split" in layer_error(tmp_path, "VOCSegDataLayer", {"dir": "x"})
     assert "unknown param_str keys mean" in layer_error(
@@ -312,8 +324,8 @@ def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, ca
     (root / "downloads").mkdir(parents=True)
     (root / "downloads/VOCtrainval_25-May-2011.tar.part").write_bytes(voc_tar[:len(voc_tar) // 2])
 
-    srcs = {d: [prepare.Source(f"{url}/{s.filename}", s.dest, s.strip) for s in prepare.SOURCES[d]]
-            for d in ("sbdd", "voc")}
+    srcs = {d: [downloads.Source(f"{url}/{s.filename}", s.dest, s.strip)
+                for s in DATASETS[d].sources] for d in ("sbdd", "voc")}
     record(monkeypatch, tmp_path, {s.url: RangeHandler.files["/" + s.filename]
                                    for d in srcs.values() for s in d})
     prepare.get("sbdd", root, srcs["sbdd"])
@@ -358,11 +370,12 @@ def test_a_download_with_nothing_on_record_needs_trust_and_prints_its_hash(serve
     downloads.download(f"{url}/new.bin", tmp_path / "new.bin")   # accepted before: kept
 
 
-def test_the_record_knows_the_publishers_hashes():
-    vgg = nets.CLASSIFIERS["vgg16"].url
-    assert downloads.recorded(vgg).sha1 == "9363e1f6d65f7dba68c4f27a1e62105cdf6c4e24"
-    for src in prepare.SOURCES["voc"] + prepare.SOURCES["sbdd"]:
-        assert downloads.recorded(src.url).md5
+def test_every_url_carries_its_record():
+    vgg = zoo.CLASSIFIERS["vgg16"]
+    assert downloads.recorded(vgg.url, vgg.known).sha1 == \
+        "9363e1f6d65f7dba68c4f27a1e62105cdf6c4e24"
+    for src in DATASETS["voc"].sources + DATASETS["sbdd"].sources:
+        assert src.known.md5 and src.known.sha1 and src.known.source
 
 
 @pytest.mark.parametrize("text", ["not json", '["a list"]', '{"http://x/a": {"sha512": "1"}}'])
@@ -385,7 +398,7 @@ def test_unpack_refuses_members_outside_the_folder(tmp_path):
         info = tarfile.TarInfo("../evil.txt")
         info.size = 3
         t.addfile(info, io.BytesIO(b"bad"))
-    with pytest.raises(layers.DataError, match="outside the archive"):
+    with pytest.raises(DataError, match="outside the archive"):
         prepare.unpack(bad, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
 
@@ -394,14 +407,14 @@ README_DIRS = {"voc": "pascal", "sbdd": "sbdd", "nyud": "nyud", "siftflow": "sif
                "pascalcontext": "pascal-context", "camvid": "camvid"}
 
 
-@pytest.mark.parametrize("dataset", sorted(prepare.SOURCES))
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_each_dataset_readme_names_its_sources_and_checksums(dataset):
     text = (REPO / "data" / README_DIRS[dataset] / "README.md").read_text()
-    for src in prepare.SOURCES[dataset]:
+    for src in DATASETS[dataset].sources:
         if src.archive:
             assert src.url in text, src.url
-            if downloads.recorded(src.url).md5:
-                assert downloads.recorded(src.url).md5 in text
+            if src.known.md5:
+                assert src.known.md5 in text
 
 
 def test_a_connection_closed_early_keeps_the_part_and_resumes(server, tmp_path, monkeypatch):
@@ -437,7 +450,7 @@ def test_a_damaged_archive_is_one_line_removed_and_never_stamped(tmp_path):
     bad_hdr.write_bytes(gzip.compress(raw[:third] + b"\x07" * 512 + raw[third + 512:]))
     for archive in (bad_gz, bad_hdr):
         dest = tmp_path / f"out-{archive.name}"
-        with pytest.raises(layers.DataError, match="is damaged .*run again to download it"):
+        with pytest.raises(DataError, match="is damaged .*run again to download it"):
             prepare.unpack(archive, dest, "VOC2011/")
         assert not archive.exists()                              # downloaded again next run
         assert not list(dest.glob(".unpacked-*"))                # never marked complete
@@ -463,7 +476,6 @@ def test_prepare_exits_2_with_one_line_on_user_mistakes(server, tmp_path):
     (["check", "weights", "vgg16"], "use 'prepare.py get weights NAME...'"),
     (["get", "weights", "vgg16", "nyud-fcn32s-color-d"],
      "'nyud-fcn32s-color-d' has no released weights; weights: vgg16"),
-    (["get", "weights", "squeezenet"], "'squeezenet' has no released weights"),
     (["get", "weights", "kitti-fcn8s"], "is neither a model nor a classifier"),
 ])
 def test_get_weights_mistakes_are_one_line_before_any_download(args, says, tmp_path):
@@ -485,7 +497,7 @@ def test_ids_that_leave_the_dataset_folder_are_refused(fixture_root, tmp_path):
 def test_images_claiming_huge_sizes_are_refused_from_their_header(fixture_root, tmp_path):
     """A PNG whose header claims 100000 x 100000 pixels, as an image or as a label:
     one line, before any pixel is decoded (PIL's bomb check raised a traceback)."""
-    from test_infer_reference import fake_png
+    from fixtures import fake_png
     d = fixtures.make_voc(tmp_path, np.random.default_rng(4), train=(), val=("a", "b"))
     fake_png(d / "SegmentationClass/a.png", 100000, 100000)
     (d / "JPEGImages/b.jpg").unlink()
@@ -511,13 +523,13 @@ def test_a_data_root_holds_a_dataset_when_its_split_lists_are_there(shared_data,
     """data/camvid/ in the repo holds a README only: a folder of that name is not the
     dataset, and the shared data beside the repo is used when it has the lists."""
     assert (REPO / "data/camvid").is_dir()
-    assert layers.holds(shared_data, [("camvid", "train"), ("camvid", "val"), "squeezenet"])
-    assert not layers.holds(REPO / "data", [("camvid", "train")])
-    assert not layers.holds(shared_data, [("camvid", "test")])          # not there on purpose
-    if not layers.holds(REPO / "data", [("camvid", "val")]):
-        assert layers.data_root(needs=[("camvid", "val")]) == layers.SHARED_DATA.resolve() \
-            or layers.data_root(needs=[("camvid", "val")]) == layers.SHARED_DATA
-    assert layers.data_root(needs=[("voc", "seg11valid")]) == REPO / "data"  # holds none: data/
+    assert datasets.holds(shared_data, [("camvid", "train"), ("camvid", "val"), "squeezenet"])
+    assert not datasets.holds(REPO / "data", [("camvid", "train")])
+    assert not datasets.holds(shared_data, [("camvid", "test")])          # not there on purpose
+    if not datasets.holds(REPO / "data", [("camvid", "val")]):
+        assert datasets.data_root(needs=[("camvid", "val")]) == SHARED_DATA.resolve() \
+            or datasets.data_root(needs=[("camvid", "val")]) == SHARED_DATA
+    assert datasets.data_root(needs=[("voc", "seg11valid")]) == REPO / "data"  # holds none: data/
 
 
 def test_relative_data_roots_are_relative_to_the_working_directory(shared_data, tmp_path):
@@ -592,7 +604,7 @@ def test_recorded_checksums_are_normalised(server, tmp_path, monkeypatch):
 def test_a_bad_checksum_record_stops_before_any_download(entry, says, server, tmp_path):
     httpd, url = server
     RangeHandler.files = {"/benchmark.tgz": b"x" * 100}
-    (tmp_path / "c.json").write_text(json.dumps({downloads.SBD_URL: entry}))
+    (tmp_path / "c.json").write_text(json.dumps({DATASETS["sbdd"].sources[0].url: entry}))
     env = {**os.environ, **proxy_env(url), "FCN_CHECKSUMS": str(tmp_path / "c.json")}
     for command in (["prepare.py", "get", "sbdd", "--data-root", tmp_path / "data"],
                     ["reproduce.py", "voc", "--dry-run", "--out", tmp_path / "out"]):
@@ -637,11 +649,13 @@ def test_an_unchanged_file_resumes_from_its_part_with_nothing_on_record(server, 
 
 
 def test_no_url_points_at_a_moving_branch():
-    urls = [s.url for d in prepare.SOURCES.values() for s in d] + list(downloads.KNOWN)
+    urls = [s.url for d in DATASETS.values() for s in d.sources] + \
+        [m.caffemodel_url for m in zoo.MODELS.values() if m.caffemodel_url] + \
+        [c.url for c in zoo.CLASSIFIERS.values() if c.url]
     for u in urls:
         assert "/master" not in u and "refs/heads" not in u, u
     assert downloads.RELEASE_COMMIT.startswith("1305c73") and len(downloads.RELEASE_COMMIT) == 40
-    assert downloads.KNOWN[downloads.SBD_URL].size == 1419539633
+    assert DATASETS["sbdd"].sources[0].known.size == 1419539633
 
 
 # ---------------------------------------------------------------------------
@@ -649,7 +663,6 @@ def test_no_url_points_at_a_moving_branch():
 
 
 def test_a_data_root_in_use_is_one_line_naming_the_process(tmp_path):
-    import files
     with files.locked(tmp_path, "--data-root"):
         r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "get", "camvid",
                             "--data-root", tmp_path], capture_output=True, text=True,

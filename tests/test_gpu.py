@@ -5,26 +5,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
-import nets
+from fcn import device as fcn_device, zoo
+from fcn.errors import UserError
 from conftest import REPO, fill_random
 
-CUDA = bool(cli.build_info().get("cuda"))
-GPUS = cli.visible_gpus() if CUDA else []
+CUDA = bool(fcn_device.build_info().get("cuda"))
+GPUS = fcn_device.visible_gpus() if CUDA else []
 needs_gpu = pytest.mark.skipif(not GPUS, reason="NO GPU: " + (
     "no GPU answers nvidia-smi" if CUDA else "this Caffe is built CPU-only (FCN_GPU=1 make setup)"))
 
 
 def test_device_choice_on_this_build():
-    device = cli.use_device(None, True)
+    device = fcn_device.use_device(None, True)
     assert str(device) == "device: CPU (--cpu)" and device.record()["kind"] == "CPU"
     if not CUDA:
-        assert str(cli.use_device(None, False)) == "device: CPU"
-        with pytest.raises(cli.UserError, match="built CPU-only"):
-            cli.use_device(0, False)
+        assert str(fcn_device.use_device(None, False)) == "device: CPU"
+        with pytest.raises(UserError, match="built CPU-only"):
+            fcn_device.use_device(0, False)
     else:
-        with pytest.raises(cli.UserError, match=r"GPU\(s\) answer here"):
-            cli.use_device(len(GPUS), False)
+        with pytest.raises(UserError, match=r"GPU\(s\) answer here"):
+            fcn_device.use_device(len(GPUS), False)
 
 
 def run(net, image, gpu):
@@ -46,8 +46,8 @@ def run(net, image, gpu):
 
 
 @needs_gpu
-@pytest.mark.parametrize("name", [m for m in nets.MODELS
-                                  if nets.MODELS[m].modality == "color"])
+@pytest.mark.parametrize("name", [m for m in zoo.MODELS
+                                  if zoo.MODELS[m].modality == "color"])
 def test_deploy_net_gpu_matches_cpu(name, shared_data):
     import caffe
     rgb = np.asarray(Image.open(shared_data / "voc-demo/image.jpg").convert("RGB"), np.float32)
@@ -122,19 +122,18 @@ def test_the_gpu_memory_model_holds_whole_column_buffers_and_the_weights():
     500x500 needs conv1_2's whole unfolded input, 64 x 3 x 3 x 698 x 698 values."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
-    import infer
-    import surgery
+    from fcn import caffemodel, memory
     path = REPO / "voc-fcn8s/deploy.prototxt"
     proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
-    net = surgery.load_net(path)
-    cpu_total, _ = infer.forward_elements(net, proto, ["data"], 500, 500)
-    gpu_total, gpu_biggest = infer.forward_elements(net, proto, ["data"], 500, 500, gpu=True)
+    net = caffemodel.load_net(path)
+    cpu_total, _ = memory.forward_elements(net, proto, ["data"], 500, 500)
+    gpu_total, gpu_biggest = memory.forward_elements(net, proto, ["data"], 500, 500, gpu=True)
     shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
-    assert max(infer.layer_buffers(proto, shapes, banded=False).values()) == 64 * 9 * 698 * 698
+    assert max(memory.layer_buffers(proto, shapes, banded=False).values()) == 64 * 9 * 698 * 698
     assert gpu_total > cpu_total and gpu_biggest >= 64 * 9 * 698 * 698
     weights = sum(b.data.size for v in net.params.values() for b in v)
-    cpu_model = infer.memory_model(net, proto, ["data"])
-    gpu_model = infer.memory_model(net, proto, ["data"], gpu=True)
+    cpu_model = memory.memory_model(net, proto, ["data"])
+    gpu_model = memory.memory_model(net, proto, ["data"], gpu=True)
     assert abs(gpu_model(500, 500)[0] - (gpu_total + weights)) <= 0.02 * gpu_total
     assert gpu_model(500, 500)[0] > cpu_model(500, 500)[0]
 

@@ -14,10 +14,9 @@ import caffe
 from caffe.proto import caffe_pb2
 
 import infer
-import layers
-import nets
 import reference
-import visual
+from fcn import images, memory, visual, zoo
+from fixtures import fake_png
 from conftest import REPO
 
 caffe.set_mode_cpu()
@@ -64,11 +63,11 @@ def image_variants(tmp_path):
 def test_photo_rgb_converts_every_mode(tmp_path):
     rgb, paths = image_variants(tmp_path)
     for name, p in paths.items():
-        a = layers.load_photo(p)
+        a = images.load_photo(p)
         assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, name
         assert a.shape[:2] == ((50, 30) if name == "rotated" else (30, 50)), name
-    np.testing.assert_array_equal(layers.load_photo(paths["rgba"]), rgb)
-    grey16 = layers.load_photo(paths["grey16"])
+    np.testing.assert_array_equal(images.load_photo(paths["rgba"]), rgb)
+    grey16 = images.load_photo(paths["grey16"])
     np.testing.assert_array_equal(grey16[:, :, 1], rgb[:, :, 0])
 
 
@@ -80,20 +79,11 @@ def test_infer_handles_every_mode_and_reshapes_only_on_new_sizes(alexnet_weights
     assert Image.open(tmp_path / "o/rotated.png").size == (30, 50)
     assert Image.open(tmp_path / "o/grey16.png").size == (50, 30)
 
-    seg = infer.Segmenter(nets.MODELS["voc-fcn-alexnet"], alexnet_weights)
+    seg = infer.Segmenter(zoo.MODELS["voc-fcn-alexnet"], alexnet_weights)
     for h, w in [(30, 50), (30, 50), (40, 20), (40, 20), (30, 50)]:
         out = seg(np.zeros((h, w, 3), np.uint8))
         assert out["score"].shape == (h, w)
     assert seg.reshapes == 3
-
-
-def fake_png(path, w, h):
-    """A PNG header claiming w x h pixels (never decoded)."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
-    return path
 
 
 @pytest.mark.parametrize("case,says", [
@@ -196,19 +186,19 @@ def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
 
 
 def test_memory_model_knows_the_im2col_band_of_our_caffe():
-    """infer.py's memory estimate assumes the column-band size that patch 0009 and
+    """The memory estimate (fcn/memory.py) assumes the column-band size that patch 0009 and
     the Winograd band that patch 0010 compile into Caffe; they must not drift apart."""
     import re
     patch = (REPO / "third_party/caffe/patches/0009-conv-im2col-in-row-bands.patch").read_text()
     m = re.search(r"^\+\s*static const long kColBandElements = (\d+)L << (\d+);", patch, re.M)
     assert m, "kColBandElements not found in patch 0009"
-    assert infer.COL_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
+    assert memory.COL_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
     patch = (REPO / "third_party/caffe/patches/0010-conv-winograd-f2x3-forward.patch").read_text()
     m = re.search(r"^\+\s*static const long kWinogradBandElements = (\d+)L << (\d+);", patch, re.M)
     assert m, "kWinogradBandElements not found in patch 0010"
-    assert infer.WINOGRAD_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
+    assert memory.WINOGRAD_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
     m = re.search(r"^\+\s*static const int kWinogradMinChannels = (\d+);", patch, re.M)
-    assert m and infer.WINOGRAD_MIN_CHANNELS == int(m.group(1))
+    assert m and memory.WINOGRAD_MIN_CHANNELS == int(m.group(1))
 
 
 def test_overlay_has_a_legend_of_the_classes_present():
@@ -216,7 +206,7 @@ def test_overlay_has_a_legend_of_the_classes_present():
     label = np.zeros((40, 200), np.uint8)
     label[:, 100:] = 15                                   # person, half the pixels
     label[:5, :5] = 2                                     # bicycle, a few
-    from datasets import DATASETS
+    from fcn.datasets import DATASETS
     classes = DATASETS["voc"].classes
     out = visual.overlay(rgb, label, 0, classes)
     assert out.shape[1] == 200 and out.shape[0] > 40

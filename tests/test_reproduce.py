@@ -22,8 +22,9 @@ import pytest
 import caffe
 
 import fixtures
-import nets
 import prepare
+from fcn import files, zoo
+from fcn.datasets import DATASETS
 from conftest import REPO, fill_random
 from loopback import RangeHandler, proxy_env, start, tar_of
 
@@ -34,7 +35,7 @@ def copy_repo(dst):
     dst.mkdir()
     for p in REPO.glob("*.py"):
         shutil.copy2(p, dst / p.name)
-    for d in [*nets.MODELS, "ilsvrc-nets"]:
+    for d in [*zoo.MODELS, "ilsvrc-nets", "fcn"]:
         shutil.copytree(REPO / d, dst / d,
                         ignore=shutil.ignore_patterns("*.caffemodel", "__pycache__"))
 
@@ -61,10 +62,10 @@ def world(tmp_path_factory):
     fixtures.make_sbdd(raw, rng)
     fixtures.make_voc(raw, rng)
     served = {
-        prepare.SOURCES["sbdd"][0].url: tar_of(raw / "sbdd/dataset", "benchmark_RELEASE/dataset"),
-        prepare.SOURCES["voc"][0].url: tar_of(raw / "pascal/VOC2011",
+        DATASETS["sbdd"].sources[0].url: tar_of(raw / "sbdd/dataset", "benchmark_RELEASE/dataset"),
+        DATASETS["voc"].sources[0].url: tar_of(raw / "pascal/VOC2011",
                                               "TrainVal/VOCdevkit/VOC2011"),
-        nets.CLASSIFIERS["vgg16"].url: random_weights(
+        zoo.CLASSIFIERS["vgg16"].url: random_weights(
             REPO / "ilsvrc-nets/VGG_ILSVRC_16_layers_deploy.prototxt", base / "vgg.caffemodel", 7),
     }
     record = base / "checksums.json"
@@ -157,7 +158,7 @@ def test_voc_killed_in_a_stage_continues_and_ends_in_the_table(world):
 
 
 def test_released_weights_are_downloaded_checked_and_scored(world):
-    url = nets.MODELS["voc-fcn8s"].caffemodel_url
+    url = zoo.MODELS["voc-fcn8s"].caffemodel_url
     body = random_weights(REPO / "voc-fcn8s/deploy.prototxt", world.base / "8s.caffemodel", 11)
     RangeHandler.files[url] = body
     record = world.base / "checksums-released.json"
@@ -179,8 +180,8 @@ def test_released_weights_are_downloaded_checked_and_scored(world):
 
 
 def test_a_wrong_or_unrecorded_download_stops_with_one_line(world):
-    url32 = nets.MODELS["voc-fcn32s"].caffemodel_url
-    url16 = nets.MODELS["voc-fcn16s"].caffemodel_url
+    url32 = zoo.MODELS["voc-fcn32s"].caffemodel_url
+    url16 = zoo.MODELS["voc-fcn16s"].caffemodel_url
     RangeHandler.files[url32] = b"not the weights" * 100
     RangeHandler.files[url16] = b"something new" * 100
     record = world.base / "checksums-wrong.json"
@@ -245,7 +246,6 @@ def test_released_redo_of_a_model_keeps_what_training_made(world):
 def test_damaged_caches_are_rebuilt_not_tracebacks(world, speed):
     """speed.json, a score record and a data stamp damaged in every way a crash or an
     editor leaves them: each is treated as absent (timed, scored or checked again)."""
-    import files
     world.out.mkdir(exist_ok=True)
     files.claim_folder(world.out, "--out", "reproduce.py")     # (made by earlier runs)
     saved = {}
@@ -297,7 +297,6 @@ def test_a_data_root_that_cannot_be_written_is_refused_before_the_timing(world, 
 
 
 def test_an_output_folder_in_use_is_one_line(world):
-    import files
     with files.locked(world.out, "--out"):
         r = reproduce(world, *voc_args(world, "--dry-run"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr

@@ -13,7 +13,9 @@ from PIL import Image
 import caffe
 from caffe import layers as L
 
-import score
+from fcn import metrics, zoo
+from fcn.datasets import DATASETS
+from fcn.images import index_png
 from conftest import REPO
 
 caffe.set_mode_cpu()
@@ -22,7 +24,7 @@ caffe.set_mode_cpu()
 def test_fast_hist_counts_gt_rows_pred_columns_and_skips_ignore():
     label = np.array([0, 0, 1, 1, 2, 255, 2])
     pred = np.array([0, 1, 1, 1, 0, 2, 2])
-    np.testing.assert_array_equal(score.fast_hist(label, pred, 3),
+    np.testing.assert_array_equal(metrics.fast_hist(label, pred, 3),
                                   [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
 
 
@@ -30,7 +32,7 @@ def test_metrics_by_hand():
     hist = np.array([[3, 1, 0],
                      [0, 2, 0],
                      [1, 0, 1]])
-    m = score.metrics(hist)
+    m = metrics.metrics(hist)
     # total 8, correct 6; per-class accuracy 3/4, 2/2, 1/2
     assert m["pixel_accuracy"] == pytest.approx(6 / 8)
     assert m["mean_accuracy"] == pytest.approx((3 / 4 + 1 + 1 / 2) / 3)
@@ -46,13 +48,13 @@ def test_classes_absent_from_the_split_are_left_out():
     hist = np.array([[2, 0, 1],
                      [0, 3, 0],
                      [0, 0, 0]])
-    m = score.metrics(hist)
+    m = metrics.metrics(hist)
     assert math.isnan(m["per_class_iu"][2])
     assert m["mean_iu"] == pytest.approx((2 / 3 + 1) / 2)
     assert m["mean_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
-    assert json.loads(json.dumps(score.json_safe(m)))["per_class_iu"][2] is None
-    empty = score.metrics(np.zeros((3, 3)))
-    assert all(math.isnan(empty[k]) for k in score.METRIC_KEYS)
+    assert json.loads(json.dumps(metrics.json_safe(m)))["per_class_iu"][2] is None
+    empty = metrics.metrics(np.zeros((3, 3)))
+    assert all(math.isnan(empty[k]) for k in metrics.METRIC_KEYS)
 
 
 def test_score_net_two_heads_on_siftflow_fixture(fixture_data, tmp_path, monkeypatch):
@@ -68,14 +70,21 @@ def test_score_net_two_heads_on_siftflow_fixture(fixture_data, tmp_path, monkeyp
     path.write_text(str(n.to_proto()))
     monkeypatch.setenv("FCN_DATA", str(fixture_data))
     net = caffe.Net(str(path), caffe.TEST)
-    heads = [("score_sem", "sem", 33, "_sem"), ("score_geo", "geo", 3, "_geo")]
-    hists, loss = score.score_net(net, heads, 3, save_dir=tmp_path / "pred")
+    model = zoo.MODELS["siftflow-fcn32s"]           # its heads: score_sem/sem, score_geo/geo
+    results, loss = metrics.score_net(net, model, 3, save_dir=tmp_path / "pred")
     assert loss is None
-    import layers
-    reader = layers.SIFTFlowReader(fixture_data / "sift-flow")
-    for s, label, c, _ in heads:
-        scored = sum(int(((reader.raw(i, label) < c)).sum()) for i in reader.ids("trainval"))
-        assert hists[s].sum() == scored
+    # each head's metrics are those of its saved predictions against the raw labels
+    reader = DATASETS["siftflow"].open(fixture_data)
+    for label, c, sfx in [("sem", 33, "_sem"), ("geo", 3, "_geo")]:
+        hist = sum(metrics.fast_hist(reader.raw(i, label),
+                                     index_png(tmp_path / "pred" / f"{i}{sfx}.png"), c)
+                   for i in reader.ids("trainval"))
+        assert hist.sum() > 0
+        expected = metrics.metrics(hist)
+        for k in metrics.METRIC_KEYS:
+            assert results[label][k] == pytest.approx(expected[k], rel=1e-12)
+        np.testing.assert_allclose(results[label]["per_class_iu"], expected["per_class_iu"],
+                                   rtol=1e-12)
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(
         f"{i}{sfx}.png" for i in ("coast_a1", "coast_a2", "street_c1") for sfx in ("_sem", "_geo"))
 

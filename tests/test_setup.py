@@ -1,4 +1,4 @@
-"""scripts/setup.sh: idempotent, one-line failures, a build cache keyed by content."""
+"""install/setup.sh: idempotent, one-line failures, a build cache keyed by content."""
 import os
 import shutil
 import subprocess
@@ -6,11 +6,11 @@ from pathlib import Path
 
 from conftest import REPO
 
-SETUP = REPO / "scripts" / "setup.sh"
+SETUP = REPO / "install" / "setup.sh"
 
 
 def run_setup(*args, repo=REPO, **env):
-    return subprocess.run(["bash", str(repo / "scripts" / "setup.sh"), *args],
+    return subprocess.run(["bash", str(repo / "install" / "setup.sh"), *args],
                           capture_output=True, text=True, env={**os.environ, **env},
                           timeout=300)
 
@@ -82,10 +82,13 @@ def test_cache_key_follows_the_build_inputs(tmp_path):
     assert len(key) == 16
     assert (REPO / ".venv/.fcn-caffe-key").read_text().strip() == key
 
-    # A copy of the repo's build inputs, sharing the real .venv.
+    # A copy of the repo's build inputs, sharing the real .venv (a CUDA build's key
+    # holds the toolkit that requirements-cuda*.txt name).
     copy = tmp_path / "repo"
-    for d in ("scripts", "third_party"):
+    for d in ("install", "third_party"):
         shutil.copytree(REPO / d, copy / d)
+    for f in ("requirements-cuda.txt", "requirements-cudnn.txt"):
+        shutil.copy(REPO / f, copy / f)
     (copy / ".venv").symlink_to(REPO / ".venv")
     assert run_setup("key", repo=copy).stdout.strip() == key
     # documentation beside the build inputs is not one
@@ -105,13 +108,13 @@ def test_gpu_build_choice():
     """FCN_GPU=0 forces the CPU build, a value other than 0/1 is one line; with no GPU
     answering and FCN_GPU unset, the build is the one .venv holds (the CPU one, unless
     FCN_GPU=1 made a CUDA one), and so is its key."""
-    import cli
+    from fcn.device import build_info
     r = run_setup("cuda", FCN_GPU="0")
     assert r.returncode == 0 and "cuda: CPU build" in r.stdout, r.stderr
     assert "FCN_GPU=yes" in one_error_line(run_setup("cuda", FCN_GPU="yes"), "setup")
     assert "FCN_CUDNN=2" in one_error_line(run_setup("cuda", FCN_CUDNN="2"), "setup")
     if shutil.which("nvidia-smi") is None:
-        held = "1" if cli.build_info().get("cuda") else "0"
+        held = "1" if build_info().get("cuda") else "0"
         assert run_setup("key").stdout == run_setup("key", FCN_GPU=held).stdout
         assert (run_setup("key").stdout == run_setup("key", FCN_GPU="0").stdout) == \
             (held == "0")

@@ -9,9 +9,8 @@ import pytest
 
 import caffe
 
-import nets
-import squeezenet
 import surgery
+from fcn import squeezenet, zoo
 from conftest import REPO
 
 caffe.set_mode_cpu()
@@ -54,7 +53,7 @@ def test_byte_accounting_is_exact(sq_dir, classifier_net):
 
 
 def test_builder_classifier_is_the_released_net(classifier_net):
-    c = nets.CLASSIFIERS["squeezenet"]
+    c = zoo.CLASSIFIERS["squeezenet"]
     ours = caffe.Net(str(c.dir / c.proto), caffe.TEST)
     assert [(k, [p.data.shape for p in v]) for k, v in ours.params.items()] == \
         [(k, [p.data.shape for p in v]) for k, v in classifier_net.params.items()]
@@ -75,7 +74,7 @@ def test_decoded_net_classifies_the_photos(decoded, shared_data):
 
 def test_surgery_keeps_every_conv_layer(decoded):
     weights, _, _ = decoded
-    c = nets.CLASSIFIERS["squeezenet"]
+    c = zoo.CLASSIFIERS["squeezenet"]
     clf = caffe.Net(str(c.dir / c.proto), str(weights), caffe.TEST)
     for name in ("camvid-fcn16s-squeezenet", "camvid-fcn8s-squeezenet"):
         fcn = caffe.Net(str(REPO / name / "deploy.prototxt"), caffe.TEST)
@@ -119,7 +118,9 @@ def test_sgd_on_two_camvid_images_lowers_the_loss(decoded, shared_data, tmp_path
 
 
 def test_missing_compressed_file_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "squeezenet.py"), "--src", str(tmp_path)],
+    r = subprocess.run([sys.executable, str(REPO / "prepare.py"), "get", "weights", "squeezenet",
+                        "--data-root", str(tmp_path)],
                        capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"})
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "compressed_SqueezeNet.net not found" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"compressed_SqueezeNet.net not found in {tmp_path / 'squeezenet'}" in r.stderr
+    assert not (REPO / "ilsvrc-nets/squeezenet_v1.0.caffemodel.part").exists()

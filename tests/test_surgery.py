@@ -10,10 +10,7 @@ import pytest
 import caffe
 from caffe import layers as L, params as P
 
-import caffemodel
-import builder
-import nets
-import surgery
+from fcn import builder, caffemodel, surgery, zoo
 from conftest import REPO, assert_f32_close, fill_random
 
 caffe.set_mode_cpu()
@@ -87,10 +84,10 @@ def test_convolutionalized_classifier_is_the_classifier_everywhere(tmp_path):
 
 
 def test_vgg16_classifier_into_the_fcn_backbone(tmp_path):
-    c = nets.CLASSIFIERS["vgg16"]
+    c = zoo.CLASSIFIERS["vgg16"]
     clf = caffe.Net(str(c.dir / c.proto), caffe.TEST)
     fill_random(clf)
-    fcn = surgery.load_net(builder.fcn_backbone("vgg16"))
+    fcn = caffemodel.load_net(builder.fcn_backbone("vgg16"))
     s = surgery.transplant(fcn, clf, verbose=False)
     assert s["copied"] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2",
                            "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2",
@@ -176,7 +173,7 @@ def test_expand_score(tmp_path):
 
 
 def test_surgery_command_makes_the_caffenet_fcn_init(tmp_path):
-    c = nets.CLASSIFIERS["caffenet"]
+    c = zoo.CLASSIFIERS["caffenet"]
     clf = caffe.Net(str(c.dir / c.proto), caffe.TEST)
     fill_random(clf, seed=9)
     clf.save(str(tmp_path / "caffenet.caffemodel"))

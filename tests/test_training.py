@@ -13,11 +13,12 @@ import pytest
 import caffe
 from caffe.proto import caffe_pb2
 
-import caffemodel
-import training
+from fcn import caffemodel, files, snapshots
+from fcn.device import build_info
 from conftest import REPO
 
 SOLVE = REPO / "voc-fcn-alexnet/solve.py"
+CUDA = bool(build_info().get("cuda"))
 
 
 def solve(*args, cwd, model="voc-fcn-alexnet", timeout=600):
@@ -199,11 +200,11 @@ def test_pruning_removes_weights_left_without_their_state(trained, tmp_path):
     shutil.copytree(trained[0] / "snapshots", snaps)
     shutil.copyfile(snaps / "train_iter_2.caffemodel", snaps / "train_iter_3.caffemodel")
     shutil.copyfile(snaps / "train_iter_4.caffemodel", snaps / "train_iter_5.caffemodel")
-    training.prune(snaps, keep=1)
+    snapshots.prune(snaps, keep=1)
     assert sorted(p.name for p in snaps.iterdir()) == [
         "train_iter_4.caffemodel", "train_iter_4.solverstate",
         "train_iter_5.caffemodel"]          # newer than the last complete one: maybe in flight
-    assert training.last_snapshot(tmp_path) == snaps / "train_iter_4.solverstate"
+    assert snapshots.last_snapshot(tmp_path) == snaps / "train_iter_4.solverstate"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -230,7 +231,7 @@ def test_ctrl_c_or_sigterm_writes_a_snapshot_and_exits(sig, fixture_data, alexne
     ("voc-fcn16s", [], "train voc-fcn32s first"),
     ("voc-fcn32s", [], "'python prepare.py get weights vgg16' downloads the classifier"),
     ("nyud-fcn32s-color-hha", [], "missing initial weights for the nyud-fcn32s-color stream"),
-    ("voc-fcn-alexnet", ["--gpu", "0"], "CPU-only"),
+    ("voc-fcn-alexnet", ["--gpu", "9"], "CPU-only" if not CUDA else "GPU(s) answer here"),
     ("voc-fcn-alexnet", ["--gpu", "0", "--cpu"], "give one of them"),
     ("voc-fcn-alexnet", ["--weights", "/nope.caffemodel"], "weights file not found"),
     ("voc-fcn-alexnet", ["--iters", "0"], "--iters must be at least 1"),
@@ -286,11 +287,11 @@ def test_the_newest_intact_snapshot_is_found_past_a_damaged_one(trained, tmp_pat
     newest = out / "snapshots/train_iter_4.caffemodel"
     newest.write_bytes(newest.read_bytes()[:1000])
     said = []
-    assert training.last_snapshot(out, said.append) == \
+    assert snapshots.last_snapshot(out, said.append) == \
         out / "snapshots/train_iter_2.solverstate"
     assert len(said) == 1 and "train_iter_4.caffemodel" in said[0] and "damaged" in said[0]
     (out / "snapshots/train_iter_2.solverstate").write_bytes(b"\0" * 100)
-    assert training.last_snapshot(out) is None
+    assert snapshots.last_snapshot(out) is None
 
 
 def test_a_run_stopped_after_its_last_snapshot_finishes_on_resume(trained, fixture_data,
@@ -312,7 +313,6 @@ def test_a_run_stopped_after_its_last_snapshot_finishes_on_resume(trained, fixtu
 
 
 def test_an_output_folder_in_use_is_one_line(fixture_data, alexnet_weights, tmp_path):
-    import files
     with files.locked(tmp_path / "o", "--out"):
         r = solve("--weights", alexnet_weights, "--iters", 2, "--data-root", fixture_data,
                   "--out", tmp_path / "o", cwd=tmp_path)

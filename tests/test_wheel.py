@@ -1,7 +1,7 @@
 """make wheel (CPU build, this Python): a wheel of the built Caffe that installs with
 `pip --no-index --no-deps` into a fresh venv and imports there with no compiler and
 none of the build's libraries (auditwheel vendored them). The CUDA wheel is made the
-same way (FCN_GPU=1; scripts/cuda-check.sh's build); docs/gpu.md."""
+same way (FCN_GPU=1; install/cuda-check.sh's build); docs/gpu.md."""
 import json
 import os
 import subprocess
@@ -19,7 +19,7 @@ from conftest import REPO
 def wheel(tmp_path_factory):
     out = REPO / "out/wheels"
     before = set(out.glob("*.whl")) if out.is_dir() else set()
-    r = subprocess.run(["bash", str(REPO / "scripts/wheel.sh")], capture_output=True, text=True,
+    r = subprocess.run(["bash", str(REPO / "install/wheel.sh")], capture_output=True, text=True,
                        timeout=1200, env={**os.environ, "FCN_GPU": "0",
                                           "PYTHON": sys._base_executable})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -61,7 +61,7 @@ def test_setup_installs_it_offline_and_it_imports_without_the_build(wheel, tmp_p
         purelib(REPO / ".venv/bin/python") + "\n")
     (venv / ".fcn-requirements").write_text(
         hashlib.sha256((REPO / "requirements.txt").read_bytes()).hexdigest() + "\n")
-    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh")], capture_output=True, text=True,
+    r = subprocess.run(["bash", str(REPO / "install/setup.sh")], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "FCN_VENV": str(venv),
                                          "FCN_WHEEL": str(path), "PYTHON": sys._base_executable})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -84,6 +84,6 @@ def test_setup_installs_it_offline_and_it_imports_without_the_build(wheel, tmp_p
         if any(lib in line for lib in ("glog", "protobuf", "hdf5", "openblas", "boost")):
             assert ".libs/" in line, line            # the wheel's copy, not the system's
     assert "not found" not in ldd, ldd
-    r = subprocess.run(["bash", str(REPO / "scripts/setup.sh"), "wheel"], capture_output=True,
+    r = subprocess.run(["bash", str(REPO / "install/setup.sh"), "wheel"], capture_output=True,
                        text=True, env={**os.environ, "FCN_WHEEL": str(tmp_path / "none.whl")})
     assert r.returncode == 1 and "no such file" in r.stderr and r.stderr.count("\n") == 1

@@ -14,11 +14,9 @@ from google.protobuf import text_format
 import caffe
 from caffe.proto import caffe_pb2
 
-import builder
-import downloads
-import nets
+from fcn import builder, prototxt, zoo
+from fcn.datasets import DATASETS
 from conftest import REPO, fill_random
-from datasets import DATASETS
 
 caffe.set_mode_cpu()
 
@@ -37,21 +35,21 @@ def parse(path, msg=caffe_pb2.NetParameter):
 
 
 def test_zoo_has_every_release_directory():
-    assert RELEASE_DIRS <= set(nets.MODELS)
+    assert RELEASE_DIRS <= set(zoo.MODELS)
     for name in RELEASE_DIRS:
         files = set(os.listdir(REPO / name))
         assert {"deploy.prototxt", "solver.prototxt", "net.py", "solve.py"} <= files, name
-        assert set(nets.MODELS[name].files) <= files
+        assert set(zoo.MODELS[name].files) <= files
 
 
 def test_committed_files_equal_what_the_builder_makes_today():
-    generated = nets.all_files()
+    generated = zoo.all_files()
     assert len(generated) > 100
     stale = [rel for rel, text in generated.items()
              if not (REPO / rel).is_file() or (REPO / rel).read_text() != text]
     assert not stale, f"regenerate with 'python nets.py': {stale}"
     # and nothing generated-looking is committed that the builder no longer makes
-    on_disk = {str(p.relative_to(REPO)) for d in list(nets.MODELS) + ["ilsvrc-nets"]
+    on_disk = {str(p.relative_to(REPO)) for d in list(zoo.MODELS) + ["ilsvrc-nets"]
                for p in (REPO / d).iterdir()
                if p.name != "README.md" and p.suffix != ".caffemodel"}    # weights: not ours
     assert on_disk == {k for k in generated}
@@ -61,7 +59,7 @@ def test_committed_files_equal_what_the_builder_makes_today():
 def classifier_shapes():
     """Param name -> shapes of the ILSVRC classifiers' deploy nets."""
     out = {}
-    for backbone, c in nets.CLASSIFIERS.items():
+    for backbone, c in zoo.CLASSIFIERS.items():
         net = caffe.Net(str(c.dir / c.proto), caffe.TEST)
         out[backbone] = {k: [tuple(b.data.shape) for b in v] for k, v in net.params.items()}
         del net
@@ -72,9 +70,9 @@ def outputs(model):
     return ["score" + h.suffix for h in model.heads]
 
 
-@pytest.mark.parametrize("name", sorted(nets.MODELS))
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
 def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
-    model = nets.MODELS[name]
+    model = zoo.MODELS[name]
     net = caffe.Net(str(REPO / name / "deploy.prototxt"), caffe.TEST)
 
     # What surgery relies on: wherever names agree with the classifier (conv1_1..fc7),
@@ -118,9 +116,9 @@ def graph(proto, drop_types=("Python", "Input", "SoftmaxWithLoss")):
             for l in proto.layer if l.type not in drop_types]
 
 
-@pytest.mark.parametrize("name", sorted(nets.MODELS))
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
 def test_train_and_eval_nets_match_deploy_apart_from_data_and_loss(name):
-    model = nets.MODELS[name]
+    model = zoo.MODELS[name]
     deploy = parse(f"{name}/deploy.prototxt")
     assert deploy.layer[0].type == "Input"
     assert not any(l.type in ("Python", "SoftmaxWithLoss") for l in deploy.layer)
@@ -142,13 +140,13 @@ def crop_offsets(proto):
 
 
 RELEASE = sorted(RELEASE_DIRS)
-CPU_SCALE = sorted(set(nets.MODELS) - RELEASE_DIRS)
+CPU_SCALE = sorted(set(zoo.MODELS) - RELEASE_DIRS)
 
 
 @pytest.mark.parametrize("name", RELEASE)
 def test_release_facts(name):
     """What the paper's nets are, checked on the committed prototxts."""
-    model = nets.MODELS[name]
+    model = zoo.MODELS[name]
     net = parse(f"{name}/deploy.prototxt")
     layers = {l.name: l for l in net.layer}
     conv1 = [l for l in net.layer if l.type == "Convolution"][0]
@@ -191,7 +189,7 @@ def test_release_facts(name):
 
 @pytest.mark.parametrize("name", RELEASE)
 def test_solver(name):
-    model = nets.MODELS[name]
+    model = zoo.MODELS[name]
     s = parse(f"{name}/solver.prototxt", caffe_pb2.SolverParameter)
     assert s.train_net == model.files[0] and list(s.test_net) == [model.files[1]]
     assert list(s.test_iter) == [DATASETS[model.eval.dataset].splits[model.eval.split]]
@@ -239,15 +237,15 @@ def run_py(script, *args, cwd):
 def test_net_py_writes_into_its_own_directory_from_anywhere(tmp_path):
     repo = tmp_path / "repo"
     (repo / "voc-fcn16s").mkdir(parents=True)
-    for f in ("nets.py", "builder.py", "datasets.py", "errors.py", "cli.py"):
-        shutil.copy(REPO / f, repo / f)
+    shutil.copy(REPO / "nets.py", repo / "nets.py")
+    shutil.copytree(REPO / "fcn", repo / "fcn", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "voc-fcn16s/net.py", repo / "voc-fcn16s/net.py")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     r = run_py(repo / "voc-fcn16s/net.py", cwd=elsewhere)
     assert r.returncode == 0, r.stderr
     assert list(elsewhere.iterdir()) == []
-    for f in nets.model_files(nets.MODELS["voc-fcn16s"]):
+    for f in zoo.model_files(zoo.MODELS["voc-fcn16s"]):
         assert (repo / "voc-fcn16s" / f).read_text() == (REPO / "voc-fcn16s" / f).read_text()
     assert not (repo / "voc-fcn8s").exists()      # only its own directory
 
@@ -262,11 +260,11 @@ def test_nets_cli_unknown_model_is_one_line(tmp_path):
 
 def test_ilsvrc_readme_names_each_classifier_source():
     text = (REPO / "ilsvrc-nets/README.md").read_text()
-    for c in nets.CLASSIFIERS.values():
+    for c in zoo.CLASSIFIERS.values():
         assert c.weights in text and c.proto in text
-        assert (c.url in text and downloads.recorded(c.url).sha1 in text
+        assert (c.url in text and c.known.sha1 in text
                 and f"prepare.py get weights {c.backbone}" in text) if c.url \
-            else "squeezenet.py" in text
+            else f"prepare.py get weights {c.backbone}" in text
 
 
 def test_squeezenet_fcns():
@@ -276,7 +274,7 @@ def test_squeezenet_fcns():
     assert CPU_SCALE == ["camvid-fcn16s-squeezenet", "camvid-fcn4s-squeezenet",
                          "camvid-fcn8s-squeezenet"]
     for name in CPU_SCALE:
-        model = nets.MODELS[name]
+        model = zoo.MODELS[name]
         net = parse(f"{name}/deploy.prototxt")
         layers = {l.name: l for l in net.layer}
         assert layers["conv1"].convolution_param.pad == [builder.SQUEEZENET_PAD]
@@ -309,13 +307,13 @@ def test_camvid_solver(name):
 
 
 def test_prototxt_text_is_the_same_under_every_protobuf():
-    """nets.to_text, not str(msg): protobuf 7 orders fields by number and writes 1.0
+    """prototxt.to_text, not str(msg): protobuf 7 orders fields by number and writes 1.0
     where 4.x wrote 1, so under it every committed file looked stale (the offline
     suite on Python 3.12 with protobuf 7.36 found that)."""
     from caffe.proto import caffe_pb2
     s = caffe_pb2.SolverParameter(test_initialization=False, test_interval=5, base_lr=1e-10,
                                   momentum=0.99, weight_decay=1.0, snapshot_prefix='a"b')
-    assert nets.to_text(s) == ('test_interval: 5\ntest_initialization: false\nbase_lr: 1e-10\n'
+    assert prototxt.to_text(s) == ('test_interval: 5\ntest_initialization: false\nbase_lr: 1e-10\n'
                                'momentum: 0.99\nweight_decay: 1\nsnapshot_prefix: "a\\"b"\n')
 
 
@@ -324,7 +322,7 @@ def test_training_length_and_scoring_follow_the_release_solve_py():
     loops run: N steps of test_interval iterations, scoring after each."""
     loops = {"voc": (25, 4000), "nyud": (50, 2000), "siftflow": (50, 2000),
              "pascalcontext": (50, 8000)}
-    for m in nets.MODELS.values():
+    for m in zoo.MODELS.values():
         if m.backbone == "squeezenet":
             continue
         steps, interval = (75, 4000) if m.name == "voc-fcn8s-atonce" else \

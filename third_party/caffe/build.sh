@@ -4,7 +4,7 @@
 # Unpacks SDIST into WORKDIR/src, applies patches/*.patch in order, compiles
 # with CMakeLists.txt from this folder into WORKDIR/build and stages the
 # importable package (Python sources, regenerated caffe_pb2.py, _caffe.so).
-# Called by scripts/setup.sh, which owns caching; every file in this folder is
+# Called by install/setup.sh, which owns caching; every file in this folder is
 # part of the cache key, so a change here rebuilds.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,7 +52,7 @@ find "$pkg" -name __pycache__ -prune -exec rm -rf {} +
 cp "$build/python/caffe_pb2.py" "$pkg/proto/caffe_pb2.py"
 touch "$pkg/proto/__init__.py"
 cp "$build"/_caffe*.so "$pkg/"
-# What this build can do, for the project's device choice (cli.py).
+# What this build can do, for the project's device choice (fcn/device.py).
 printf '{"cuda": %s, "cuda_archs": "%s", "cudnn": %s}\n' \
   "$([ ${#cuda[@]} -gt 0 ] && echo true || echo false)" "${FCN_CUDA_ARCHS:-}" \
   "$([ -n "${FCN_CUDNN_HOME:-}" ] && echo true || echo false)" >"$pkg/fcn_build.json"

@@ -1,8 +1,14 @@
-"""One progress line for every long loop: downloads (MB), deriving and checking
-(files, images) and training (iterations). Redrawn in place on a terminal, printed
-as separate lines otherwise (every 10% for counted work)."""
+"""What a long command says as it goes: one progress line for every long loop
+(downloads in MB, deriving and checking files and images, training iterations),
+redrawn in place on a terminal and printed as separate lines otherwise (every 10%
+for counted work); and say(), the one way a command prints a line at once."""
 import sys
 import time
+
+
+def say(msg="", stream=None):
+    """Print one line now (flushed: progress next to a subprocess's output, or a log)."""
+    print(msg, file=stream or sys.stdout, flush=True)
 
 
 def fmt_time(s):

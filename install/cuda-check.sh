@@ -6,7 +6,7 @@
 # a change to CUDA, CMake or patch files lands; it takes about an hour on 2 cores
 # (the CUDA compile, then the suite).
 #
-#   bash scripts/cuda-check.sh
+#   bash install/cuda-check.sh
 #
 # Logs and times go to $FCN_CHECK_DIR (default /tmp/fcn-cuda-check); the last line says
 # how it went.

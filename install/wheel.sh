@@ -7,8 +7,8 @@
 #                                     it from the offline bundle (FCN_BUNDLE, else the
 #                                     newest out/fcn-offline-*.tar.xz; make bundle)
 #
-# Caffe is built (or taken from the build cache) by scripts/setup.sh into a venv of
-# that Python under the cache, so the repo's .venv stays as it is; scripts/wheel.py
+# Caffe is built (or taken from the build cache) by install/setup.sh into a venv of
+# that Python under the cache, so the repo's .venv stays as it is; install/wheel.py
 # packs it, and auditwheel vendors every library it loads except the C/C++ runtime
 # and, for CUDA, cudart/cuBLAS/cuRAND (the PyPI nvidia-* wheels, or the machine's
 # CUDA). The wheel lands in out/wheels/; `pip install out/wheels/X.whl` (or
@@ -46,7 +46,7 @@ venv=$CACHE/wheel/venv-py$tag-$kind
 export FCN_VENV=$venv
 if ls /usr/lib/*/libboost_python"$tag".so >/dev/null 2>&1; then
   say "building Caffe ($kind) for Python ${tag:0:1}.${tag:1} (log: $log)"
-  PYTHON=$PYTHON bash "$ROOT/scripts/setup.sh" apt venv sdist cuda caffe check || exit 1
+  PYTHON=$PYTHON bash "$ROOT/install/setup.sh" apt venv sdist cuda caffe check || exit 1
 else
   bundle=${FCN_BUNDLE:-$(ls -t "$ROOT"/out/fcn-offline-*.tar.xz 2>/dev/null | head -n1)}
   [ -n "$bundle" ] || die "Python ${tag:0:1}.${tag:1} needs Boost.Python compiled for it: make the offline bundle first ('make bundle'), or set FCN_BUNDLE"
@@ -62,14 +62,14 @@ else
     sha256sum "$ROOT/requirements.txt" >"$target/.fcn-requirements"
   fi
   say "building Caffe ($kind) for Python ${tag:0:1}.${tag:1} with the bundle $bundle"
-  FCN_BUNDLE=$bundle PYTHON=$target/bin/python bash "$ROOT/scripts/setup.sh" || exit 1
+  FCN_BUNDLE=$bundle PYTHON=$target/bin/python bash "$ROOT/install/setup.sh" || exit 1
 fi
 package=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/caffe
 [ -f "$package/fcn_build.json" ] || die "no built caffe package in $package"
 
 raw=$CACHE/wheel/raw
 rm -rf "$raw"
-info=$("$venv/bin/python" "$ROOT/scripts/wheel.py" "$package" --out "$raw") ||
+info=$("$venv/bin/python" "$ROOT/install/wheel.py" "$package" --out "$raw") ||
   die "packing $package did not succeed"
 whl=$(echo "$info" | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["wheel"])')
 excludes=()

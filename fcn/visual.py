@@ -1,13 +1,14 @@
 """What a person looks at: the PASCAL VOC palette, label PNGs, overlays with a
 legend, and a one-line description of a segmentation. Numpy and Pillow only; the
-images are written atomically and marked as the project's (files.py)."""
+images are written atomically and marked as the project's (fcn/files.py)."""
 
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
-import files
+from fcn import files
 
 
 def palette():
@@ -31,7 +32,6 @@ SOFTWARE = "fcn-caffe"
 
 def save_label_png(path, label):
     """Class indices as a palette PNG (VOC colours), written atomically."""
-    from PIL.PngImagePlugin import PngInfo
     a = np.ascontiguousarray(label, dtype=np.uint8)
     im = Image.frombytes("P", (a.shape[1], a.shape[0]), a.tobytes())
     im.putpalette(palette().tobytes())
@@ -82,7 +82,6 @@ def overlay(rgb, label, background, classes=None):
 
 def legend(label, classes, width, background=None):
     """HxWx3 uint8: rows of (colour swatch, class name) for the classes in ``label``."""
-    from PIL import ImageDraw, ImageFont
     pal = palette()
     counts = np.bincount(label.ravel(), minlength=len(classes))
     present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] and i != background]

@@ -13,11 +13,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from errors import FcnError
-
-REPO = Path(__file__).resolve().parent
-# The project's own output folder (make clean removes it): what is in it is ours.
-OUT = REPO / "out"
+from fcn.errors import FcnError
+from fcn.paths import OUT
 
 
 class NoSpace(FcnError):

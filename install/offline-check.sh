@@ -5,7 +5,7 @@
 # protobuf, HDF5 and OpenBLAS packages hidden (an empty tmpfs over their folders,
 # /dev/null over their files), then `make test FCN_BUNDLE=BUNDLE` (setup, then the suite).
 #
-#   scripts/offline-check.sh BUNDLE PYTHON...      as root (namespaces and mounts)
+#   install/offline-check.sh BUNDLE PYTHON...      as root (namespaces and mounts)
 #
 # PYTHON stands for the target's interpreter, with its own numpy, scipy, ... installed.
 # Each run's log and time go to $FCN_CHECK_DIR (default /tmp/fcn-offline-check).

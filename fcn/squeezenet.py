@@ -1,56 +1,53 @@
-"""Decode the compressed ImageNet-trained SqueezeNet v1.0 into a caffemodel.
+"""The ImageNet-trained SqueezeNet v1.0 of the CPU-scale method, from its Deep
+Compression file (Han et al.) into a caffemodel; its classifier on photos.
 
-    python squeezenet.py [--src DIR] [--out ilsvrc-nets/squeezenet_v1.0.caffemodel]
-    python squeezenet.py --classify IMAGE... [--weights W]
-
-The source (Han et al.'s Deep Compression of SqueezeNet v1.0) holds, for the 26
-convolution layers in the order of its deploy prototxt: first one uint32 per
-layer, the number of non-zero weights; then per layer a float32[256] codebook,
-the float32 biases, one uint8 codebook index per non-zero weight, and the gaps
-between non-zero positions as 4-bit values, two per byte, low nibble first,
-padded to a whole byte. The k-th non-zero weight sits at flat position
-cumsum(gap + 1) - 1 of the layer's (out, in, kh, kw) array. Every byte is
-accounted for: a file that is shorter or longer than the layers need is refused
-with both numbers.
-
-The classifier reads 227x227 BGR images minus the mean (104, 117, 123).
+The source holds, for the 26 convolution layers in the order of its deploy
+prototxt: first one uint32 per layer, the number of non-zero weights; then per
+layer a float32[256] codebook, the float32 biases, one uint8 codebook index per
+non-zero weight, and the gaps between non-zero positions as 4-bit values, two per
+byte, low nibble first, padded to a whole byte. The k-th non-zero weight sits at
+flat position cumsum(gap + 1) - 1 of the layer's (out, in, kh, kw) array. Every
+byte is accounted for: a file that is shorter or longer than the layers need is
+refused with both numbers. The classifier reads 227x227 BGR images minus the mean
+(104, 117, 123). `python prepare.py get weights squeezenet` makes the caffemodel
+and its FCN initialisation.
 """
-import argparse
-import sys
-from pathlib import Path
 
-import cli
+import caffe
 import numpy as np
+from PIL import Image
 
-REPO = Path(__file__).resolve().parent
+from fcn import caffemodel, files, zoo
+from fcn.datasets import data_root
+from fcn.errors import UserError
+from fcn.images import load_photo, preprocess
+
 COMPRESSED = "compressed_SqueezeNet.net"
 PROTOTXT = "SqueezeNet_deploy.prototxt"
 MEAN_BGR = (104.0, 117.0, 123.0)
 CODEBOOK = 256
 
 
-class CompressedError(cli.UserError):
+class CompressedError(UserError):
     """A compressed file that does not decode; one line."""
 
 
-def source_dir(explicit=None):
-    """The folder with the compressed file: --src, else squeezenet/ under the data
-    root (layers.data_root)."""
-    import layers
-    d = Path(explicit) if explicit else layers.data_root(needs=["squeezenet"]) / "squeezenet"
+def source_dir(root=None):
+    """The folder with the compressed file: squeezenet/ under the data root
+    (``root``, a command's --data-root, else as fcn.datasets.data_root decides)."""
+    d = data_root(root, needs=["squeezenet"]) / "squeezenet"
     if (d / COMPRESSED).is_file():
         return d
-    raise cli.UserError(f"{COMPRESSED} not found in {d}; it is the Deep Compression "
+    raise UserError(f"{COMPRESSED} not found in {d}; it is the Deep Compression "
                         "SqueezeNet v1.0 (github.com/songhan/SqueezeNet-Deep-Compression), "
                         "with SqueezeNet_deploy.prototxt beside it")
 
 
 def cpu_scale_data():
     """The data root of the CPU-scale method (make demo, bench/camvid.py): CamVid and
-    the compressed SqueezeNet, found by layers.data_root; one line naming what is
+    the compressed SqueezeNet, found by fcn.datasets.data_root; one line naming what is
     missing and how to get it."""
-    import layers
-    data = layers.data_root(needs=[("camvid", "train"), ("camvid", "val"), "squeezenet"])
+    data = data_root(needs=[("camvid", "train"), ("camvid", "val"), "squeezenet"])
     camvid, sq = data / "camvid", data / "squeezenet"
     missing = []
     if not (camvid / "train.txt").is_file() or not (camvid / "val.txt").is_file():
@@ -60,7 +57,7 @@ def cpu_scale_data():
         missing.append(f"{COMPRESSED} and {PROTOTXT} in {sq}: from "
                        "github.com/songhan/SqueezeNet-Deep-Compression")
     if missing:
-        raise cli.UserError("data missing (set FCN_DATA to a folder holding them): "
+        raise UserError("data missing (set FCN_DATA to a folder holding them): "
                             + "; ".join(missing))
     return data
 
@@ -113,10 +110,6 @@ def net_layers(net):
 
 
 def decode_to_caffemodel(src, out):
-    import caffe
-    import caffemodel
-    import files
-    import surgery
     files.check_replaceable(out, "--out", inputs=[src / COMPRESSED, src / PROTOTXT],
                             ours=caffemodel.is_caffemodel)
     net = caffe.Net(str(src / PROTOTXT), caffe.TEST)
@@ -124,7 +117,7 @@ def decode_to_caffemodel(src, out):
     for name, (w, b) in params.items():
         net.params[name][0].data[...] = w
         net.params[name][1].data[...] = b
-    surgery.save_atomic(net, out)
+    caffemodel.save_atomic(net, out)
     nnz = sum(int((w != 0).sum()) for w, _ in params.values())
     total = sum(w.size for w, _ in params.values())
     return nnz, total
@@ -132,44 +125,13 @@ def decode_to_caffemodel(src, out):
 
 def classify(weights, images, top=5, labels=None):
     """[(image, [(class index, score)...])] with the classifier's deploy net."""
-    import nets
-    import surgery
-    c = nets.CLASSIFIERS["squeezenet"]
-    net = surgery.load_net(c.dir / c.proto, weights)
-    from PIL import Image
-    import layers
+    c = zoo.CLASSIFIERS["squeezenet"]
+    net = caffemodel.load_net(c.dir / c.proto, weights)
     out = []
     for path in images:
-        rgb = np.asarray(Image.fromarray(layers.load_photo(path)).resize(c.input_hw[::-1],
-                                                                      Image.BILINEAR))
-        scores = net.forward(data=layers.preprocess(rgb, MEAN_BGR)[None])["pool_final"].ravel()
+        rgb = np.asarray(Image.fromarray(load_photo(path)).resize(c.input_hw[::-1],
+                                                                Image.BILINEAR))
+        scores = net.forward(data=preprocess(rgb, MEAN_BGR)[None])["pool_final"].ravel()
         best = np.argsort(-scores)[:top]
         out.append((path, [(int(i), float(scores[i])) for i in best]))
     return out
-
-
-def main(argv=None):
-    import nets
-    c = nets.CLASSIFIERS["squeezenet"]
-    p = argparse.ArgumentParser(prog="squeezenet.py", description=__doc__.split("\n")[0])
-    p.add_argument("--src", help="folder with the compressed file and its prototxt")
-    p.add_argument("--out", default=str(c.dir / c.weights), help="caffemodel to write")
-    p.add_argument("--classify", nargs="+", metavar="IMAGE", help="classify these images")
-    p.add_argument("--weights", default=str(c.dir / c.weights), help="for --classify")
-    args = p.parse_args(argv)
-    if args.classify:
-        src = source_dir(args.src)
-        names_file = src.parent / "photos" / "imagenet_labels.txt"
-        names = names_file.read_text().splitlines()[1:] if names_file.is_file() else None
-        for path, best in classify(Path(args.weights), args.classify):
-            print(f"{path}: " + ", ".join(
-                f"{names[i] if names else i} ({s:.1f})" for i, s in best))
-        return 0
-    src = source_dir(args.src)
-    nnz, total = decode_to_caffemodel(src, Path(args.out))
-    print(f"decoded {src / COMPRESSED}: {nnz} of {total} weights non-zero; wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

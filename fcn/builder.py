@@ -3,9 +3,8 @@ backbones (VGG-16, CaffeNet, SqueezeNet, each with its facts in one Backbone
 record) and the FCN heads (score, upsampling, skips, crops, losses). Layer names,
 order and parameters follow the reference release (fcn.berkeleyvision.org), so
 its caffemodels load by name; docs/zoo.md lists where and why anything differs.
-The zoo (which model is built how) and the generated files are nets.py's.
+The zoo (which model is built how) and the generated files are fcn/zoo.py's.
 """
-import json
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -13,8 +12,8 @@ import caffe
 from caffe import layers as L, params as P
 from caffe.coord_map import crop
 
-from datasets import DATASETS
-from errors import FcnError
+from fcn import datasets
+from fcn.errors import FcnError
 
 ATONCE_SCALE = {"pool4": 0.01, "pool3": 0.0001}
 # What the net reads -> its input tops and their channels: 'color' (an image) and
@@ -46,7 +45,7 @@ class Head:
 
 @dataclass(frozen=True)
 class Data:
-    """Where the Python data layer reads: a dataset of datasets.py and a split."""
+    """Where the Python data layer reads: a dataset of fcn/datasets and a split."""
     dataset: str
     split: str
 
@@ -334,9 +333,10 @@ def fcn(backbone="vgg16", stride=32, heads=(Head("", 21, "label"),), modality="c
                                                 for _, c in MODALITIES[modality]])
         names = inputs
     else:
-        tops = L.Python(module="layers", layer=DATASETS[data.dataset].layer,
+        tops = L.Python(module="layers", layer=datasets.DATASETS[data.dataset].layer,
                         ntop=len(inputs) + len(labels),
-                        param_str=data_param_str(data, modality, labels, seed))
+                        param_str=datasets.param_str(data.dataset, data.split, modality,
+                                                     labels, seed))
         names = inputs + labels
     for name, top in zip(names, tops if isinstance(tops, tuple) else (tops,)):
         n[name] = top
@@ -374,20 +374,6 @@ def add_loss(n, head, index, data, normalize):
     n["loss" if index == 0 else "loss" + head.suffix] = L.SoftmaxWithLoss(
         n["score" + head.suffix], n[head.label],
         loss_param=dict(normalize=normalize, ignore_label=255))
-
-
-def data_param_str(data, modality, labels, seed):
-    """JSON for the data layer: dataset folder relative to the data root, split, seed,
-    and for NYUDv2 which tops to produce."""
-    ds = DATASETS[data.dataset]
-    params = {"dir": ds.dir, "split": data.split, "seed": seed}
-    if data.dataset == "nyud":
-        tops = {"color-d": ["color", "depth"], "color-hha": ["color", "hha"]}.get(
-            modality, [modality])
-        params["tops"] = tops + labels
-    if "context_dir" in ds.extra:
-        params["context_dir"] = ds.extra["context_dir"]
-    return json.dumps(params, sort_keys=True)
 
 
 def classifier(backbone, input_hw):

@@ -1,8 +1,8 @@
 """The offline install bundle: one archive holding every build input, made on a
 connected Debian 12 machine and installed on one with no network.
 
-    make bundle [BUNDLE_ARGS="--python 3.12 --cuda"]      -> python bundle.py create
-    make setup FCN_BUNDLE=path                            -> python bundle.py unpack/venv
+    make bundle [BUNDLE_ARGS="--python 3.12 --cuda"]      -> python install/bundle.py create
+    make setup FCN_BUNDLE=path                            -> python install/bundle.py unpack/venv
 
 What the archive holds (MANIFEST.json lists every file with its size and sha256):
   root/      the files of the Debian packages Caffe builds and links with: headers,
@@ -35,11 +35,12 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-import cli
-import files
-from errors import FcnError
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # (the fcn package)
 
-ROOT = Path(__file__).resolve().parent
+from fcn import cli, files  # noqa: E402  (pure Python: no caffe, no numpy)
+from fcn.errors import FcnError  # noqa: E402
+from fcn.paths import CAFFE_DIR, REPO as ROOT, sdist_env  # noqa: E402
+from fcn.progress import say as say_line  # noqa: E402
 FORMAT = 1
 MANIFEST = "MANIFEST.json"
 MAX_MB = 60
@@ -86,7 +87,7 @@ class BundleError(FcnError):
 
 
 def say(msg):
-    print(f"bundle: {msg}", file=sys.stderr, flush=True)
+    say_line(f"bundle: {msg}", sys.stderr)
 
 
 # ---------------------------------------------------------------------------
@@ -608,11 +609,9 @@ def create(out, sdist, python, pythons=(), cuda=False, work_root=None):
     if out.is_dir():
         out = out / f"fcn-offline-{time.strftime('%Y%m%d')}.tar.xz"
     cli.output_file(out, "--out")
-    sdist_env = dict(line.split("=", 1) for line in
-                     (ROOT / "third_party/caffe/sdist.env").read_text().splitlines()
-                     if "=" in line and not line.startswith("#"))
-    if not Path(sdist).is_file() or files.checksum(sdist) != sdist_env["SDIST_SHA256"]:
-        raise BundleError(f"{sdist} is not the verified {sdist_env['SDIST_FILE']}; run "
+    env = sdist_env()
+    if not Path(sdist).is_file() or files.checksum(sdist) != env["SDIST_SHA256"]:
+        raise BundleError(f"{sdist} is not the verified {env['SDIST_FILE']}; run "
                           "'make setup' first")
     arch = sh("dpkg-architecture", "-qDEB_HOST_MULTIARCH").strip() \
         if shutil.which("dpkg-architecture") else "x86_64-linux-gnu"
@@ -623,13 +622,13 @@ def create(out, sdist, python, pythons=(), cuda=False, work_root=None):
         debs = stage_debs(staging, work)
         boost = stage_boost(staging, work)
         (staging / "sdist").mkdir()
-        shutil.copy(sdist, staging / "sdist" / sdist_env["SDIST_FILE"])
-        shutil.copytree(ROOT / "third_party/caffe", staging / "caffe")
+        shutil.copy(sdist, staging / "sdist" / env["SDIST_FILE"])
+        shutil.copytree(CAFFE_DIR, staging / "caffe")
         stage_wheels(staging, python, list(pythons), cuda)
         say("writing the archive (xz; a minute or two)")
         meta = {"arch": arch, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "debian_packages": debs, "boost_source": boost,
-                "sdist": {"file": sdist_env["SDIST_FILE"], "sha256": sdist_env["SDIST_SHA256"]},
+                "sdist": {"file": env["SDIST_FILE"], "sha256": env["SDIST_SHA256"]},
                 "pythons": list(pythons), "cuda": cuda}
         write_archive(staging, meta, out)
     size = out.stat().st_size / 2 ** 20

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make setup: everything the project needs on a fresh Debian 12 machine.
 #
-#   scripts/setup.sh            all steps: apt venv sdist caffe check
-#   scripts/setup.sh STEP...    only those steps (in the order given)
-#   scripts/setup.sh key        print the Caffe build cache key and exit
-#   scripts/setup.sh sdist-path print where the verified sdist is and exit
+#   install/setup.sh            all steps: apt venv sdist caffe check
+#   install/setup.sh STEP...    only those steps (in the order given)
+#   install/setup.sh key        print the Caffe build cache key and exit
+#   install/setup.sh sdist-path print where the verified sdist is and exit
 #
 # Offline (FCN_BUNDLE=path of an archive from 'make bundle'): the steps are
 # bundle venv sdist caffe check; no apt, no root, and nothing reaches for the network:
@@ -53,7 +53,7 @@ run() {
 }
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
-# ---- offline: the unpacked bundle (bundle.py verifies every file against its manifest)
+# ---- offline: the unpacked bundle (install/bundle.py verifies every file against its manifest)
 OFFLINE=${FCN_BUNDLE:+1}
 BUNDLE_DIR=
 bundle_dir() {
@@ -65,7 +65,7 @@ bundle_dir() {
   local err=$CACHE/logs/bundle.err
   mkdir -p "$CACHE/logs"
   say "bundle: checking every file of $FCN_BUNDLE against its manifest and unpacking it (a minute)"
-  (cd "$ROOT" && "$PYTHON" bundle.py unpack "$(realpath "$FCN_BUNDLE")" "$CACHE/bundle" >/dev/null 2>"$err") ||
+  (cd "$ROOT" && "$PYTHON" install/bundle.py unpack "$(realpath "$FCN_BUNDLE")" "$CACHE/bundle" >/dev/null 2>"$err") ||
     die bundle "$(tail -n1 "$err" | sed 's/^bundle.py: //')"
 }
 step_bundle() {
@@ -164,7 +164,7 @@ step_cuda() {
 }
 
 step_apt() {
-  command -v dpkg-query >/dev/null || die apt "dpkg-query not found; this setup supports Debian 12 (install the packages listed in scripts/setup.sh by hand elsewhere)"
+  command -v dpkg-query >/dev/null || die apt "dpkg-query not found; this setup supports Debian 12 (install the packages listed in install/setup.sh by hand elsewhere)"
   local missing=() p
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
@@ -208,7 +208,7 @@ step_venv() {
   if [ -n "$OFFLINE" ]; then
     rm -f "$stamp"
     local err=$CACHE/logs/venv.err
-    (cd "$ROOT" && "$PYTHON" bundle.py venv "$PY" "$PYTHON" "$BUNDLE_DIR" 2>"$err") ||
+    (cd "$ROOT" && "$PYTHON" install/bundle.py venv "$PY" "$PYTHON" "$BUNDLE_DIR" 2>"$err") ||
       die venv "$(tail -n1 "$err" | sed 's/^bundle.py: //')"
     echo "$want" >"$stamp"
     return

@@ -1,18 +1,26 @@
-"""Read a caffemodel's layer names and blob shapes without loading its weights.
+"""Caffemodels: the one checked load of a net with weights, and their writing.
 
 Caffe aborts the whole process (a failed CHECK) when a caffemodel is missing,
-truncated or does not fit the net it is copied into. The CLIs call
-``check_fits`` first: it walks the protobuf wire format, reading only field
-headers and shapes and seeking past the weight arrays, so a 540 MB file is
-checked in milliseconds. Both the current format (``layer``, field 100) and the
-V1 format of 2014-era models such as VGG-16 (``layers``, field 2) are read.
+truncated or does not fit the net it is copied into. So every load checks first:
+``read_shapes`` walks the protobuf wire format, reading only field headers and
+shapes and seeking past the weight arrays (a 540 MB file in milliseconds), once per
+file (the result is kept while the file is unchanged, so the early check of a
+command and its load later read it once). Both the current format (``layer``,
+field 100) and the V1 format of 2014-era models such as VGG-16 (``layers``,
+field 2) are read.
 """
+import functools
 import os
+import sys
+import tempfile
 from pathlib import Path
 
+import caffe
 import numpy as np
 
-from errors import FcnError
+from fcn import files
+from fcn.errors import FcnError
+from fcn.surgery import deconvolutions, interp
 
 
 class WeightsError(FcnError):
@@ -116,7 +124,12 @@ def read_shapes(path):
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    size = path.stat().st_size
+    st = path.stat()
+    return _read_shapes(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_shapes(path, size, mtime_ns):
     out = {}
     try:
         with open(path, "rb") as f:
@@ -179,13 +192,6 @@ def same_shape(net_shape, file_shape):
     return False
 
 
-def fixed_layers(net):
-    """Layers whose weights training never changes and ``surgery.interp`` fills: the
-    bilinear Deconvolutions."""
-    return {name for name, layer in zip(net._layer_names, net.layers)
-            if layer.type == "Deconvolution"}
-
-
 def check_fits(path, net, complete=False):
     """Raise WeightsError unless Caffe's copy_from(path) into ``net`` will succeed:
     every layer both share must have the same number and shapes of blobs (every
@@ -207,7 +213,7 @@ def check_fits(path, net, complete=False):
                                f"{[list(s) for s in theirs]} in the file and "
                                f"{[list(s) for s in mine]} in the net")
     absent = [k for k in net.params if k not in shapes]
-    fixed = fixed_layers(net)
+    fixed = set(deconvolutions(net))
     learned = [k for k in absent if k not in fixed]
     if complete and learned:
         raise WeightsError(f"{path} lacks {len(learned)} of the net's {len(net.params)} layers "
@@ -215,3 +221,54 @@ def check_fits(path, net, complete=False):
                            f"{', ...' if len(learned) > 5 else ''}); these weights are for "
                            "another model, or cut short")
     return shared, [k for k in absent if k in fixed]
+
+
+# ---------------------------------------------------------------------------
+# Loading and saving
+
+
+def temp_prototxt(proto):
+    f = tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False)
+    f.write(str(proto))
+    f.close()
+    return f.name
+
+
+def load_net(proto, weights=None, complete=True):
+    """The one way the project makes a net with weights: a caffe.Net (TEST phase) from a
+    prototxt path or a NetParameter, the weights checked before Caffe sees them (see
+    copy_weights)."""
+    if isinstance(proto, (str, Path)):
+        net = caffe.Net(str(proto), caffe.TEST)
+    else:
+        path = temp_prototxt(proto)
+        try:
+            net = caffe.Net(path, caffe.TEST)
+        finally:
+            os.unlink(path)
+    if weights is not None:
+        copy_weights(net, weights, complete)
+    return net
+
+
+def copy_weights(net, weights, complete=True):
+    """Load a caffemodel into ``net`` by layer name, after checking that Caffe will
+    not abort on it. With ``complete`` (inference, scoring, a classifier), every
+    learned layer must come from the file; fixed deconvolutions it lacks are filled
+    with bilinear kernels, and a note on stderr says so. Without (initialising a
+    training net), the file may hold a part of the net. Returns the layers loaded."""
+    shared, fixed_missing = check_fits(weights, net, complete)
+    net.copy_from(str(weights))
+    if complete and fixed_missing:
+        interp(net, fixed_missing)
+        print(f"note: {weights} has no {', '.join(fixed_missing)}: filled with bilinear "
+              "kernels (fixed upsampling, as in training)", file=sys.stderr)
+    return shared
+
+
+def save_atomic(net, path):
+    """net.save to ``path`` through a temporary file in the same folder, after checking
+    the disk has room (Caffe aborts the process when the write fails)."""
+    size = sum(b.data.nbytes for blobs in net.params.values() for b in blobs) + (1 << 20)
+    files.need_space(Path(path).parent, size, f"the weights {path}")
+    return files.write_atomic(path, lambda tmp: net.save(str(tmp)))

@@ -1,6 +1,6 @@
 """Pack a built Caffe (the caffe package setup installed into a venv) as a wheel.
 
-    python scripts/wheel.py PACKAGE_DIR --out DIR    (scripts/wheel.sh runs it, with
+    python install/wheel.py PACKAGE_DIR --out DIR    (install/wheel.sh runs it, with
                                                      the Python the package is for)
 
 The wheel holds the package as built, its `fcn_build.json`, and for a CUDA build a
@@ -19,7 +19,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # (the fcn package)
+
+from fcn.paths import sdist_env  # noqa: E402  (pure Python)
+
 NAME = "fcn_caffe"
 
 # The CUDA libraries a CUDA build links, which the wheel leaves to the nvidia-* wheels
@@ -32,7 +35,7 @@ CUDA_LIBS = [("libcudart.so.13", "nvidia-cuda-runtime>=13.0,<14", "nvidia/cu13/l
 CUDNN_LIBS = [("libcudnn.so.9", "nvidia-cudnn-cu13>=9,<10", "nvidia/cudnn/lib")]
 
 PRELOAD = '''"""Loads the CUDA libraries _caffe.so needs before it is loaded (written by
-scripts/wheel.py into the CUDA wheel): from the PyPI nvidia-* wheels on sys.path,
+install/wheel.py into the CUDA wheel): from the PyPI nvidia-* wheels on sys.path,
 else $CUDA_HOME/lib64 or /usr/local/cuda/lib64; a library found nowhere is left
 to the system's loader (LD_LIBRARY_PATH, ldconfig), which names it if it fails."""
 import ctypes
@@ -63,12 +66,6 @@ def digest(data):
         b"=").decode()
 
 
-def sdist_version():
-    env = dict(l.split("=", 1) for l in (ROOT / "third_party/caffe/sdist.env").read_text()
-               .splitlines() if "=" in l and not l.startswith("#"))
-    return env["SDIST_VERSION"]
-
-
 def pack(package, out):
     """The wheel of ``package`` (an installed caffe/ folder) in ``out``; its path."""
     package = Path(package)
@@ -76,7 +73,7 @@ def pack(package, out):
     cuda, cudnn = bool(build.get("cuda")), bool(build.get("cudnn"))
     libs = CUDA_LIBS + (CUDNN_LIBS if cudnn else []) if cuda else []
     local = "cpu" if not cuda else "cu130" + (".cudnn9" if cudnn else "")
-    version = f"{sdist_version()}+{local}"
+    version = f"{sdist_env()['SDIST_VERSION']}+{local}"
     py = "cp%d%d" % sys.version_info[:2]      # (run by the venv's Python it was built for)
     tag = f"{py}-{py}-{sysconfig.get_platform().replace('-', '_').replace('.', '_')}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +95,7 @@ def pack(package, out):
                                 "reference reproduction (brocolli-caffe sdist + patches)\n"
                                 "License: BSD-2-Clause\n"
                                 + "".join(f"Requires-Dist: {r}\n" for r in requires),
-            f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: fcn-caffe scripts/wheel.py\n"
+            f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: fcn-caffe install/wheel.py\n"
                              f"Root-Is-Purelib: false\nTag: {tag}\n",
             f"{dist}/top_level.txt": "caffe\n",
         }
