@@ -53,8 +53,8 @@ class Segmenter:
         self.model = model
         self.inputs = [name for name, _ in MODALITIES[model.modality]]
         if model.modality != "color":
-            raise cli.UserError(f"{model.name} reads {model.modality} input, not an image; "
-                                "infer.py segments RGB images with the other models")
+            raise cli.UserError(f"{model.name} reads {model.modality} input, not an RGB image; "
+                                "the models that read RGB images take images here")
         caffemodel.read_shapes(weights)
         path = model.dir / "deploy.prototxt"
         self.proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())

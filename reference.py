@@ -2,6 +2,8 @@
 
     python reference.py export MODEL_DIR --weights W --image IMG --out ref.npz
     python reference.py compare A.npz B.npz [--rtol R] [--atol A]
+    python reference.py onnx MODEL_DIR [--weights W] --out model.onnx
+    python reference.py kit MODEL_DIR [--weights W] --out DIR [--image IMG ...]
 
 ``export`` runs the model's deploy net on one image and saves, in one .npz:
 ``input/<blob>`` (the preprocessed input exactly as the net saw it),
@@ -15,11 +17,19 @@ the value *after* its ReLU (meta's layer list shows which layers wrote into it).
 difference from B, and exits 1 if any array is missing, of another shape, or
 outside |a - b| <= atol + rtol * |b|; a file that is not a reference .npz
 (or a negative tolerance) exits 2.
+
+``onnx`` writes the deploy net with its weights as ONNX (fcn/onnx_export.py), checked
+by onnx.checker with full shape inference. ``kit`` fills a folder with what a port
+author needs: the ONNX file, the input images, a reference archive per image (its
+blobs; the weights are in the ONNX file), the classes and palette, and check.py,
+which compares a port's blobs with the reference and names the first layer that
+diverges (docs/ports.md).
 """
 import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,11 +38,17 @@ import caffe
 import google.protobuf
 import numpy as np
 import PIL
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 import infer
-from fcn import cli, files, zoo
+from fcn import caffemodel, checker, cli, files, onnx_export, visual, zoo
+from fcn.datasets import DATASETS, head_classes
 from fcn.device import use_device
-from fcn.paths import CAFFE_DIR, REPO, sdist_env
+from fcn.paths import CAFFE_DIR, REPO, SHARED_DATA, sdist_env
+
+# The kit's images when none is given: the VOC demo image and a photo of the shared data.
+KIT_IMAGES = ("voc-demo/image.jpg", "photos/cat.bmp")
 
 
 def caffe_build(device):
@@ -60,71 +76,185 @@ def versions():
             "protobuf": google.protobuf.__version__, "pillow": PIL.__version__}
 
 
-def export(model, weights, image, out, device):
-    # Ports compare against BVLC Caffe's arithmetic, im2col + GEMM, rather than the
-    # Winograd forward of patch 0010 (the same convolutions up to float rounding,
-    # about 1e-6 relative), unless the caller set CAFFE_WINOGRAD themselves.
-    os.environ.setdefault("CAFFE_WINOGRAD", "0")
-    seg = infer.Segmenter(model, weights, device)
+def reference_arrays(seg, image, device, params=True):
+    """Every array of a reference archive for one image through the Segmenter
+    ``seg``: the preprocessed input, every blob, (with ``params``) every parameter,
+    and ``meta``."""
+    model, net = seg.model, seg.net
     rgb = seg.load(image)
     seg(rgb)
-    net = seg.net
     arrays = {f"input/{b}": net.blobs[b].data.copy() for b in seg.inputs}
     arrays.update({f"blob/{k}": v.data.copy() for k, v in net.blobs.items()})
-    for layer, params in net.params.items():
-        for i, p in enumerate(params):
-            arrays[f"param/{layer}/{i}"] = p.data.copy()
+    if params:
+        for layer, blobs in net.params.items():
+            for i, p in enumerate(blobs):
+                arrays[f"param/{layer}/{i}"] = p.data.copy()
     meta = {
         "model": model.name, "net": f"{model.name}/deploy.prototxt",
-        "weights": str(weights), "weights_sha256": files.checksum(weights),
+        "weights": str(seg.weights), "weights_sha256": seg.weights_sha256,
         "image": str(image), "image_sha256": files.checksum(image),
         "image_hw": list(rgb.shape[:2]),
-        "preprocessing": "RGB -> BGR, float32, minus mean (BGR), HxWxC -> CxHxW",
+        "preprocessing": PREPROCESSING,
         "mean_bgr": list(seg.mean),
         "conv_forward": conv_forward(device),
-        "outputs": [f"score{h.suffix}" for h in model.heads],
+        "outputs": outputs(model),
         "layers": [{"name": l.name, "type": l.type, "bottom": list(l.bottom), "top": list(l.top)}
                    for l in seg.proto.layer],
         "caffe": caffe_build(device), "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     arrays["meta"] = np.array(json.dumps(meta))
+    return arrays
+
+
+PREPROCESSING = "RGB -> BGR, float32, minus mean (BGR), HxWxC -> CxHxW"
+
+
+def outputs(model):
+    return [f"score{h.suffix}" for h in model.heads]
+
+
+def segmenter(model, weights, device):
+    # Ports compare against BVLC Caffe's arithmetic, im2col + GEMM, rather than the
+    # Winograd forward of patch 0010 (the same convolutions up to float rounding,
+    # about 1e-6 relative), unless the caller set CAFFE_WINOGRAD themselves.
+    os.environ.setdefault("CAFFE_WINOGRAD", "0")
+    seg = infer.Segmenter(model, weights, device)
+    seg.weights, seg.weights_sha256 = weights, files.checksum(weights)
+    return seg
+
+
+def save_npz(arrays, out):
     files.need_space(Path(out).parent, sum(a.nbytes for a in arrays.values()) + (1 << 20),
                      f"the reference archive {out}")
 
     def save(tmp):
         with open(tmp, "wb") as f:           # a file object: savez adds no ".npz" to the name
             np.savez(f, **arrays)
-    return files.write_atomic(out, save), arrays
+    return files.write_atomic(out, save)
+
+
+def export(model, weights, image, out, device):
+    arrays = reference_arrays(segmenter(model, weights, device), image, device)
+    return save_npz(arrays, out), arrays
+
+
+def classes_of(model):
+    """{score output: its class names}."""
+    return {f"score{h.suffix}": list(head_classes(model.eval.dataset, h.label))
+            for h in model.heads}
+
+
+def deploy_net(model, weights):
+    """(NetParameter, caffe.Net with the weights, their sha256) of a model's deploy net."""
+    path = model.dir / "deploy.prototxt"
+    proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
+    return proto, caffemodel.load_net(path, weights), files.checksum(weights)
+
+
+def onnx_model(model, proto, net, weights, weights_sha256):
+    """The ONNX model (bytes) of a deploy net with its weights, checked."""
+    mean = DATASETS[model.eval.dataset].mean
+    meta = {"model": model.name, "dataset": model.eval.dataset,
+            "weights": Path(weights).name, "weights_sha256": weights_sha256,
+            "classes": classes_of(model), "mean_bgr": list(mean) if mean else None,
+            "preprocessing": PREPROCESSING,
+            "made_by": "reference.py onnx of the FCN reference reproduction on Caffe"}
+    doc = (f"{model.name}: the FCN deploy net with the weights {Path(weights).name}. "
+           f"Input: {PREPROCESSING}; output: class scores per pixel (argmax over axis 1).")
+    return onnx_export.export(proto, net, outputs(model), meta, doc)
+
+
+def is_our_onnx(path):
+    """True for an ONNX file this project wrote (its producer name, near the start)."""
+    try:
+        with open(path, "rb") as f:
+            return onnx_export.PRODUCER.encode() in f.read(64)
+    except OSError:
+        return False
+
+
+def save_onnx(data, out):
+    files.need_space(Path(out).parent, len(data) + (1 << 20), f"the ONNX file {out}")
+    return files.write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def kit_images(images):
+    """The kit's input images: those given, else the shared data's (KIT_IMAGES)."""
+    if images:
+        paths = [Path(p) for p in images]
+    else:
+        paths = [SHARED_DATA / p for p in KIT_IMAGES]
+        if not all(p.is_file() for p in paths):
+            raise cli.UserError(f"no --image given and the shared data's images are not in "
+                                f"{SHARED_DATA}; give one or more --image")
+    for p in paths:
+        if not p.is_file():
+            raise cli.UserError(f"image not found: {p}")
+    stems = [p.stem for p in paths]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise cli.UserError(f"two images named {twice[0]}.*: their references would have "
+                            "the same name; rename one")
+    return paths
+
+
+KIT_README = """\
+# Port kit: {model}
+
+Made by `python reference.py kit` of the FCN reference reproduction (docs/ports.md).
+
+- `{model}.onnx`: the deploy net with its weights (opset {opset}); input{s} {inputs}
+  (N, C, H, W, any H and W), output{so} {outputs}; every intermediate value is named
+  after the Caffe blob that holds it.
+- `images/`: the input images; `reference/<image>.npz`: Caffe's blobs for each
+  (`input/<name>` the preprocessed input, `blob/<name>` every blob, `meta` the layer
+  list); preprocessing: {preprocessing}, mean (BGR) {mean}.
+- `classes.json`: the class names of each output, the palette, the mean.
+- `check.py` (numpy only): `python check.py reference/<image>.npz port.npz`, where
+  port.npz holds your framework's values for any of the blobs (`np.savez("port.npz",
+  score=..., pool5=...)`), prints each blob's error and the first layer that diverges.
+"""
+
+
+def kit(model, weights, images, out, device):
+    """Fill ``out`` with the port kit (see KIT_README); returns the files written."""
+    seg = segmenter(model, weights, device)
+    m = onnx_model(model, seg.proto, seg.net, weights, seg.weights_sha256)
+    written = [save_onnx(m, out / f"{model.name}.onnx")]
+    del m
+    (out / "images").mkdir(exist_ok=True)
+    (out / "reference").mkdir(exist_ok=True)
+    for image in images:
+        copy = out / "images" / image.name
+        written.append(files.write_atomic(copy, lambda tmp: shutil.copyfile(image, tmp)))
+        arrays = reference_arrays(seg, image, device, params=False)
+        written.append(save_npz(arrays, out / "reference" / f"{image.stem}.npz"))
+    info = {"model": model.name, "outputs": classes_of(model),
+            "palette": visual.palette().tolist(), "mean_bgr": list(seg.mean),
+            "preprocessing": PREPROCESSING}
+    written.append(files.write_atomic(out / "classes.json", lambda tmp: Path(tmp).write_text(
+        json.dumps(info, indent=1) + "\n")))
+    written.append(files.write_atomic(out / "check.py", lambda tmp: shutil.copyfile(
+        checker.__file__, tmp)))
+    inputs = seg.inputs
+    text = KIT_README.format(
+        model=model.name, opset=onnx_export.OPSET, s="s" if len(inputs) > 1 else "",
+        inputs=", ".join(f"`{i}`" for i in inputs), so="s" if len(outputs(model)) > 1 else "",
+        outputs=", ".join(f"`{o}`" for o in outputs(model)), preprocessing=PREPROCESSING,
+        mean=", ".join(f"{v:g}" for v in seg.mean))
+    written.append(files.write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(text)))
+    return written
 
 
 def load(path):
     """Every array of a reference .npz; one line (exit 2) if the file is not one: not
     found, empty, a single .npy, not a zip, a member that is not an array, pickled
-    objects, or arrays that are not numbers."""
-    path = Path(path)
-    if not path.is_file():
-        raise cli.UserError(f"not found: {path}")
-    what = f"{path} is not a reference .npz (python reference.py export writes one)"
+    objects, or arrays that are not numbers (fcn/checker.py's load)."""
     try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:  # numpy raises many types for files that are not arrays
-        raise cli.UserError(f"{what}: {type(e).__name__}: {e}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise cli.UserError(f"{what}: it holds a single array")
-    try:
-        with z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise cli.UserError(f"{what}: {type(e).__name__}: {e}") from None
-    for k, v in arrays.items():
-        if not isinstance(v, np.ndarray):
-            raise cli.UserError(f"{what}: its member {k} is not a .npy array")
-        if k != "meta" and v.dtype.kind not in "biuf":
-            raise cli.UserError(f"{what}: {k} holds {v.dtype} values, not numbers")
-    if not any(k != "meta" for k in arrays):
-        raise cli.UserError(f"{what}: it holds no arrays")
-    return arrays
+        return checker.load(Path(path), "a reference .npz (python reference.py export writes one)")
+    except checker.CheckError as e:
+        raise cli.UserError(str(e)) from None
 
 
 def is_reference(path):
@@ -134,27 +264,6 @@ def is_reference(path):
             return "model" in json.loads(str(z["meta"]))
     except Exception:  # anything that is not such an archive
         return False
-
-
-def compare(a, b, rtol, atol):
-    """[(key, shape, max abs, max rel, ok, note)] for every array of a (and b's extras)."""
-    rows = []
-    for k in sorted(set(a) | set(b)):
-        if k == "meta":
-            continue
-        if k not in b or k not in a:
-            rows.append((k, None, None, None, False, f"only in {'A' if k in a else 'B'}"))
-            continue
-        x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-        if x.shape != y.shape:
-            rows.append((k, x.shape, None, None, False, f"shape {x.shape} vs {y.shape}"))
-            continue
-        diff = np.abs(x - y)
-        mabs = float(diff.max()) if diff.size else 0.0
-        mrel = float((diff / np.maximum(np.abs(y), 1e-12)).max()) if diff.size else 0.0
-        ok = bool(np.all(diff <= atol + rtol * np.abs(y)))
-        rows.append((k, x.shape, mabs, mrel, ok, ""))
-    return rows
 
 
 def main(argv=None):
@@ -171,25 +280,40 @@ def main(argv=None):
     c.add_argument("b", metavar="B.npz")
     c.add_argument("--rtol", type=float, default=1e-4)
     c.add_argument("--atol", type=float, default=1e-5)
+    o = sub.add_parser("onnx", help="the deploy net with its weights as ONNX")
+    o.add_argument("model", metavar="MODEL_DIR")
+    o.add_argument("--weights", help="default: the model's weights by the zoo's rule")
+    o.add_argument("--out", required=True, metavar="FILE.onnx")
+    k = sub.add_parser("kit", help="a folder with what a port author needs")
+    k.add_argument("model", metavar="MODEL_DIR")
+    k.add_argument("--weights", help="default: the model's weights by the zoo's rule")
+    k.add_argument("--out", required=True, metavar="DIR")
+    k.add_argument("--image", action="append",
+                   help="an input image (repeatable; default: two of the shared data)")
+    cli.add_device_flags(k)
     args = p.parse_args(argv)
+    return COMMANDS[args.command](args)
 
-    if args.command == "export":
-        model = zoo.model_from_arg(args.model)
-        cli.output_file(args.out, "--out")
-        files.check_replaceable(args.out, "--out", inputs=[args.weights, args.image],
-                                ours=is_reference)
-        device = use_device(args.gpu, args.cpu)
-        print(device, flush=True)
-        out, arrays = export(model, Path(args.weights), Path(args.image), args.out, device)
-        n = sum(k.startswith("blob/") for k in arrays)
-        print(f"wrote {out}: {n} blobs, {sum(k.startswith('param/') for k in arrays)} params, "
-              f"{out.stat().st_size / 1e6:.1f} MB")
-        return 0
 
+def export_command(args):
+    model = zoo.model_from_arg(args.model)
+    cli.output_file(args.out, "--out")
+    files.check_replaceable(args.out, "--out", inputs=[args.weights, args.image],
+                            ours=is_reference)
+    device = use_device(args.gpu, args.cpu)
+    print(device, flush=True)
+    out, arrays = export(model, Path(args.weights), Path(args.image), args.out, device)
+    n = sum(k.startswith("blob/") for k in arrays)
+    print(f"wrote {out}: {n} blobs, {sum(k.startswith('param/') for k in arrays)} params, "
+          f"{out.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+def compare_command(args):
     cli.finite("--rtol", args.rtol, low=0)
     cli.finite("--atol", args.atol, low=0)
     a, b = load(args.a), load(args.b)
-    rows = compare(a, b, args.rtol, args.atol)
+    rows = checker.compare(a, b, args.rtol, args.atol)
     width = max(len(r[0]) for r in rows) if rows else 10
     print(f"{'array':{width}}  {'shape':>20}  {'max abs':>10}  {'max rel':>10}  ok")
     for k, shape, mabs, mrel, ok, note in rows:
@@ -201,6 +325,46 @@ def main(argv=None):
     bad = [r for r in rows if not r[4]]
     print(f"{len(rows) - len(bad)}/{len(rows)} arrays within rtol={args.rtol}, atol={args.atol}")
     return 1 if bad else 0
+
+
+def model_and_weights(args):
+    model = zoo.model_from_arg(args.model)
+    weights = Path(args.weights) if args.weights else infer.default_weights(model)
+    if not weights.is_file():
+        raise cli.UserError(f"weights file not found: {weights}")
+    return model, weights
+
+
+def onnx_command(args):
+    model, weights = model_and_weights(args)
+    out = cli.output_file(args.out, "--out")
+    files.check_replaceable(out, "--out", inputs=[weights], ours=is_our_onnx)
+    use_device(None, True)                  # the weights are read on the CPU
+    proto, net, sha = deploy_net(model, weights)
+    save_onnx(onnx_model(model, proto, net, weights, sha), out)
+    inputs = [t for layer in proto.layer if layer.type == "Input" for t in layer.top]
+    print(f"wrote {out}: {model.name}, inputs {', '.join(inputs)} (N, C, H, W), outputs "
+          f"{', '.join(outputs(model))}, opset {onnx_export.OPSET}, "
+          f"{out.stat().st_size / 1e6:.1f} MB; onnx.checker passed")
+    return 0
+
+
+def kit_command(args):
+    model, weights = model_and_weights(args)
+    images = kit_images(args.image)
+    out = cli.output_dir(args.out, "--out")
+    files.claim_folder(out, "--out", "reference.py kit")
+    device = use_device(args.gpu, args.cpu)
+    print(device, flush=True)
+    written = kit(model, weights, images, out, device)
+    print(f"wrote {out}: {', '.join(str(Path(w).relative_to(out)) for w in written)}")
+    print(f"check a port with: python {out / 'check.py'} {out / 'reference'}/"
+          f"{images[0].stem}.npz port.npz")
+    return 0
+
+
+COMMANDS = {"export": export_command, "compare": compare_command, "onnx": onnx_command,
+            "kit": kit_command}
 
 
 if __name__ == "__main__":

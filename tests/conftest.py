@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 
 import fixtures  # noqa: E402  (beside this file)
 import prepare  # noqa: E402
+import surgery  # noqa: E402
+from fcn import squeezenet  # noqa: E402
 from fcn.paths import REPO, SHARED  # noqa: E402
 from fcn.surgery import interp  # noqa: E402
 
@@ -45,12 +47,34 @@ def assert_f32_close(got, want, terms, scale=None):
     np.testing.assert_allclose(got, want, rtol=0, atol=terms * EPS32 * scale)
 
 
+def _tile(dst, src, scale):
+    """dst (a param's array, any shape) <- src repeated over it, times scale, written
+    in place a block at a time (a VGG-16 FCN's fc6 is 100 million values)."""
+    flat = dst.reshape(-1)
+    for start in range(0, flat.size, src.size):
+        n = min(src.size, flat.size - start)
+        np.multiply(src[:n], scale, out=flat[start:start + n])
+
+
 def fill_random(net, seed=0, scale=0.01):
     """Random weights, cheaply: a million normal draws tiled over each param."""
-    base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32) * scale
+    base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32)
     for params in net.params.values():
         for i, p in enumerate(params):
-            p.data.flat[:] = np.resize(np.roll(base, i + p.data.size), p.data.size)
+            _tile(p.data, np.roll(base, i + p.data.size), np.float32(scale))
+
+
+def fill_he(net, seed=0):
+    """Random weights that keep the activations' scale through a deep net (He et al.:
+    std sqrt(2 / fan-in)), biases and per-channel scales of std 0.1, and every
+    Deconvolution bilinear, as the zoo's nets have it."""
+    base = np.random.default_rng(seed).standard_normal(1 << 20, dtype=np.float32)
+    for params in net.params.values():
+        for i, p in enumerate(params):
+            w = p.data
+            std = np.sqrt(2.0 / np.prod(w.shape[1:])) if w.ndim > 1 else 0.1
+            _tile(w, np.roll(base, i + w.size), np.float32(std))
+    interp(net)
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +87,23 @@ def alexnet_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "fcn-alexnet-random.caffemodel"
     net.save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def squeezenet_decoded(shared_data, tmp_path_factory):
+    """The ImageNet SqueezeNet of the shared data decoded: (caffemodel, non-zero
+    weights, weights)."""
+    out = tmp_path_factory.mktemp("squeezenet") / "squeezenet_v1.0.caffemodel"
+    nnz, total = squeezenet.decode_to_caffemodel(shared_data / "squeezenet", out)
+    return out, nnz, total
+
+
+@pytest.fixture(scope="session")
+def squeezenet_fcn_init(squeezenet_decoded):
+    """make demo's surgery: the decoded SqueezeNet cast into the FCN backbone."""
+    out = squeezenet_decoded[0].parent / "squeezenet-fcn.caffemodel"
+    surgery.make_fcn_init("squeezenet", weights=squeezenet_decoded[0], out=out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -27,10 +27,8 @@ def classifier_net(sq_dir):
 
 
 @pytest.fixture(scope="module")
-def decoded(sq_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("squeezenet") / "squeezenet_v1.0.caffemodel"
-    nnz, total = squeezenet.decode_to_caffemodel(sq_dir, out)
-    return out, nnz, total
+def decoded(squeezenet_decoded):
+    return squeezenet_decoded
 
 
 def test_byte_accounting_is_exact(sq_dir, classifier_net):

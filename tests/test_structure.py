@@ -11,11 +11,11 @@ from conftest import REPO
 
 # The library, bottom to top. A dataset module (fcn/datasets/*.py) counts as "datasets".
 LIBRARY = [
-    {"errors", "paths", "progress", "prototxt"},          # no project import at all
+    {"errors", "paths", "progress", "prototxt", "checker"},   # no project import at all
     {"cli", "files", "images", "device", "surgery"},
     {"downloads", "visual"},
     {"datasets"},                                        # one module per dataset
-    {"builder", "caffemodel", "memory", "metrics", "snapshots"},
+    {"builder", "caffemodel", "memory", "metrics", "snapshots", "onnx_export"},
     {"zoo"},
     {"squeezenet", "initial"},
 ]

@@ -1,6 +1,7 @@
 """The model zoo: generated files are what the builder makes today, every deploy
-net runs at any input size, train/val nets match their deploy nets, and the
-FCN-VGG16 params line up with VGG-16's so surgery can fill them."""
+net runs at any input size and its ONNX export (reference.py onnx) computes the
+same under onnxruntime, train/val nets match their deploy nets, and the FCN-VGG16
+params line up with VGG-16's so surgery can fill them."""
 import json
 import os
 import shutil
@@ -8,15 +9,17 @@ import subprocess
 import sys
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
 
 import caffe
 from caffe.proto import caffe_pb2
 
-from fcn import builder, prototxt, zoo
+from fcn import builder, caffemodel, images, onnx_export, prototxt, zoo
 from fcn.datasets import DATASETS
-from conftest import REPO, fill_random
+from fcn.paths import SHARED_DATA
+from conftest import REPO, fill_he
 
 caffe.set_mode_cpu()
 
@@ -27,7 +30,10 @@ RELEASE_DIRS = {
     "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
 }
 # Largest first: Caffe grows its buffers once and reuses them for smaller inputs.
-SIZES = [(500, 500), (334, 500), (37, 53), (1, 1)]
+SIZES = [(334, 500), (37, 53), (1, 1)]
+# Caffe against onnxruntime: crops of a real photo, (H, W), one of them odd.
+PHOTO_SIZES = [(75, 101), (128, 96)]
+PHOTO = SHARED_DATA / "voc-demo/image.jpg"
 
 
 def parse(path, msg=caffe_pb2.NetParameter):
@@ -71,7 +77,7 @@ def outputs(model):
 
 
 @pytest.mark.parametrize("name", sorted(zoo.MODELS))
-def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
+def test_deploy_net_at_any_size_and_its_onnx_export(name, classifier_shapes, request):
     model = zoo.MODELS[name]
     net = caffe.Net(str(REPO / name / "deploy.prototxt"), caffe.TEST)
 
@@ -94,7 +100,10 @@ def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
     expected -= model.modality == "color-d"      # conv1_1_bgrd takes 4 channels
     assert matched == expected
 
-    fill_random(net)
+    fill_he(net, seed=len(name))
+    if model.backbone == "squeezenet":         # make demo's surgery: the trained trunk
+        caffemodel.copy_weights(net, request.getfixturevalue("squeezenet_fcn_init"),
+                                complete=False)
     inputs = [name for name, _ in builder.MODALITIES[model.modality]]
     for h, w in SIZES:
         for blob in inputs:
@@ -107,6 +116,57 @@ def test_deploy_net_scores_exactly_the_input_size(name, classifier_shapes):
             c = next(x.num_classes for x in model.heads if "score" + x.suffix == o)
             assert out[o].shape == (1, c, h, w), (name, o, h, w)
             assert np.isfinite(out[o]).all() and np.abs(out[o]).max() > 0
+
+    # Its ONNX export: onnx.checker with full shape inference, then onnxruntime on
+    # the CPU against Caffe (the runtime's basic graph optimisations; the rest are
+    # its own business and cost seconds per net).
+    proto = parse(f"{name}/deploy.prototxt")
+    data = onnx_export.export(proto, net, outputs(model))
+    sess = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+    del data
+    assert [i.name for i in sess.get_inputs()] == inputs
+    assert all(i.shape[0] == "N" and i.shape[2:] == ["H", "W"] for i in sess.get_inputs())
+    assert [o.name for o in sess.get_outputs()] == outputs(model)
+    if not PHOTO.is_file():
+        pytest.skip(f"SHARED DATA MISSING: {PHOTO} (Caffe checked; the ONNX comparison "
+                    "runs on that photo)")
+    photo = images.rgb_array(PHOTO)
+    for hw in PHOTO_SIZES:
+        x = feeds(model, photo, hw)
+        for blob, v in x.items():
+            net.blobs[blob].reshape(*v.shape)
+        net.reshape()
+        want = net.forward(**x)
+        got = dict(zip(outputs(model), sess.run(outputs(model), x)))
+        for o in outputs(model):
+            assert got[o].shape == want[o].shape, (name, hw, o)
+            spread = float(want[o].max() - want[o].min())
+            err = float(np.abs(got[o] - want[o]).max()) / spread
+            agree = float((got[o].argmax(1) == want[o].argmax(1)).mean())
+            assert spread > 0 and err <= 1e-4 and agree >= 0.999, (name, hw, o, err, agree)
+
+
+def session_options():
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return so
+
+
+def feeds(model, rgb, hw):
+    """The net's inputs from the photo cropped to hw: colour preprocessed as infer.py
+    does; HHA from the photo's channels reversed; depth from its brightness."""
+    h, w = hw
+    crop = rgb[40:40 + h, 60:60 + w]
+    x = images.preprocess(crop, DATASETS[model.eval.dataset].mean)[None]
+    out = {}
+    for name, _ in builder.MODALITIES[model.modality]:
+        if name in ("data", "color"):
+            out[name] = x
+        elif name == "hha":
+            out[name] = np.ascontiguousarray(x[:, ::-1])
+        else:                                          # depth: one channel
+            out[name] = np.log1p(crop.mean(axis=2, dtype=np.float32))[None, None]
+    return out
 
 
 def graph(proto, drop_types=("Python", "Input", "SoftmaxWithLoss")):

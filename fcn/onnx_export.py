@@ -1,0 +1,258 @@
+"""A zoo model's deploy net with its weights as ONNX (opset 17), for other
+frameworks and runtimes: the same inputs (N, C, H, W with N, H and W free), the
+same score outputs, and every intermediate value named after the Caffe blob that
+holds it (a blob written in place, such as conv1_1 after its ReLU, is the last
+value written into it).
+
+Caffe's arithmetic, layer by layer, as ONNX computes it for any input size:
+Convolution and Deconvolution (ConvTranspose: Caffe's deconvolution weights are
+already laid out as ONNX's, (C_in, C_out / group, kH, kW)); MAX pooling in ceil
+mode (Caffe rounds the output size up); Crop as a Slice whose offset is the
+prototxt's (what caffe.coord_map computed when the net was built: one number per
+net, whatever the input size) and whose size is the reference input's, read at
+run time; Eltwise (SUM with its coefficients, PROD, MAX); Scale with a learned
+per-channel factor (the at-once net, SqueezeNet's feature scaling); LRN across
+channels (Caffe's and ONNX's formulas agree: x / (k + alpha/n * sum x^2)^beta);
+Concat; ReLU. Dropout is the identity at test time and is left out. Any other
+layer type is refused in one line naming the layer.
+"""
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from fcn.errors import UserError
+
+OPSET = 17
+PRODUCER = "fcn-caffe"      # ModelProto.producer_name: how reference.py knows its own files
+IR_VERSION = 8            # the IR of opset 17: what every runtime of the last years reads
+
+
+class ExportError(UserError):
+    """A net ONNX cannot express as we export it; one line naming the layer."""
+
+
+def _hw(p, field, default, plain=None):
+    """[h, w] of a Caffe kernel/pad/stride: its ``field``_h/_w when set (Caffe's
+    rule), else the plain field (``plain``, default ``field``: one value for both
+    axes, or two; a scalar in pooling_param)."""
+    if p.HasField(f"{field}_h") or p.HasField(f"{field}_w"):
+        return [getattr(p, f"{field}_h"), getattr(p, f"{field}_w")]
+    plain = plain or field
+    v = getattr(p, plain)
+    if isinstance(v, int):
+        return [v, v] if p.HasField(plain) else [default, default]
+    v = list(v)
+    return [v[0], v[-1]] if v else [default, default]
+
+
+def _conv_attrs(p):
+    pad = _hw(p, "pad", 0)
+    dilation = list(p.dilation) or [1]
+    return dict(kernel_shape=_hw(p, "kernel", 0, "kernel_size"), pads=pad + pad,
+                strides=_hw(p, "stride", 1), dilations=[dilation[0], dilation[-1]],
+                group=p.group)
+
+
+class _Graph:
+    """ONNX nodes and initializers, with Caffe blob names mapped to value names."""
+
+    def __init__(self, proto):
+        self.nodes, self.inits = [], []
+        self.value = {}                       # blob -> the ONNX value holding it now
+        # the last layer that writes a blob names its value after the blob; an
+        # earlier writer (the layer before an in-place ReLU) gets "blob/layer";
+        # Dropout writes nothing (the identity at test time)
+        self.last_writer = {}
+        for layer in proto.layer:
+            for top in layer.top if layer.type != "Dropout" else ():
+                self.last_writer[top] = layer.name
+
+    def out(self, layer, top):
+        name = top if self.last_writer[top] == layer.name else f"{top}/{layer.name}"
+        self.value[top] = name
+        return name
+
+    def const(self, name, array):
+        self.inits.append((name, np.asarray(array)))
+        return name
+
+    def node(self, op, inputs, outputs, name, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
+
+
+def _weights(net, layer):
+    return [p.data for p in net.params[layer.name]] if layer.name in net.params else []
+
+
+def _convert(g, layer, net):
+    """One Caffe layer -> ONNX nodes."""
+    t, name = layer.type, layer.name
+    ins = [g.value[b] for b in layer.bottom]
+    if t == "Dropout":
+        g.value[layer.top[0]] = ins[0]
+        return
+    if t in ("Convolution", "Deconvolution"):
+        p = layer.convolution_param
+        w = _weights(net, layer)
+        inputs = [ins[0], g.const(f"{name}/weight", w[0])]
+        if p.bias_term:
+            inputs.append(g.const(f"{name}/bias", w[1]))
+        g.node("Conv" if t == "Convolution" else "ConvTranspose", inputs,
+               [g.out(layer, layer.top[0])], name, **_conv_attrs(p))
+        return
+    if t == "ReLU":
+        slope = layer.relu_param.negative_slope
+        if slope:
+            g.node("LeakyRelu", ins, [g.out(layer, layer.top[0])], name, alpha=slope)
+        else:
+            g.node("Relu", ins, [g.out(layer, layer.top[0])], name)
+        return
+    if t == "Pooling":
+        p = layer.pooling_param
+        out = [g.out(layer, layer.top[0])]
+        if p.global_pooling:
+            op = {0: "GlobalMaxPool", 1: "GlobalAveragePool"}.get(p.pool)
+            if op is None:
+                raise ExportError(f"layer {name!r}: stochastic pooling has no ONNX export")
+            g.node(op, ins, out, name)
+            return
+        kernel = _hw(p, "kernel", 0, "kernel_size")
+        pad = _hw(p, "pad", 0)
+        stride = _hw(p, "stride", 1)
+        if any(pad):
+            # Caffe drops a last window that starts in the padding; opset 17 does not
+            raise ExportError(f"layer {name!r}: padded pooling is not exported")
+        if p.pool == 0:
+            g.node("MaxPool", ins, out, name, kernel_shape=kernel, strides=stride, ceil_mode=1)
+        elif p.pool == 1:
+            g.node("AveragePool", ins, out, name, kernel_shape=kernel, strides=stride,
+                   ceil_mode=1, count_include_pad=0)
+        else:
+            raise ExportError(f"layer {name!r}: stochastic pooling has no ONNX export")
+        return
+    if t == "Crop":
+        p = layer.crop_param
+        axis = p.axis if p.axis >= 0 else 4 + p.axis
+        axes = list(range(axis, 4))
+        offsets = list(p.offset) or [0]
+        offsets = offsets * len(axes) if len(offsets) == 1 else offsets
+        shape = f"{name}/shape"
+        g.node("Shape", [ins[1]], [shape], f"{name}/shape", start=axis, end=4)
+        starts = g.const(f"{name}/starts", np.array(offsets, np.int64))
+        ends = f"{name}/ends"
+        g.node("Add", [starts, shape], [ends], f"{name}/ends")
+        g.node("Slice", [ins[0], starts, ends, g.const(f"{name}/axes", np.array(axes, np.int64))],
+               [g.out(layer, layer.top[0])], name)
+        return
+    if t == "Eltwise":
+        p = layer.eltwise_param
+        out = [g.out(layer, layer.top[0])]
+        if p.operation == 1:                                   # SUM
+            coeff = list(p.coeff)
+            if coeff and any(c != 1 for c in coeff):
+                scaled = []
+                for i, (x, c) in enumerate(zip(ins, coeff)):
+                    k = g.const(f"{name}/coeff{i}", np.array(c, np.float32))
+                    scaled.append(f"{name}/scaled{i}")
+                    g.node("Mul", [x, k], [scaled[-1]], f"{name}/mul{i}")
+                ins = scaled
+            g.node("Sum", ins, out, name)
+        elif p.operation == 0:                                 # PROD (Mul takes two)
+            _chain(g, "Mul", ins, out, name)
+        else:                                                  # MAX
+            g.node("Max", ins, out, name)
+        return
+    if t == "Scale":
+        p = layer.scale_param
+        if len(layer.bottom) != 1 or p.num_axes != 1 or p.axis not in (1, -3):
+            raise ExportError(f"layer {name!r}: only a learned per-channel Scale is exported")
+        w = _weights(net, layer)
+        scale = g.const(f"{name}/scale", w[0].reshape(1, -1, 1, 1))
+        out = g.out(layer, layer.top[0])
+        if p.bias_term:
+            g.node("Mul", [ins[0], scale], [f"{name}/scaled"], f"{name}/mul")
+            g.node("Add", [f"{name}/scaled", g.const(f"{name}/bias", w[1].reshape(1, -1, 1, 1))],
+                   [out], name)
+        else:
+            g.node("Mul", [ins[0], scale], [out], name)
+        return
+    if t == "LRN":
+        p = layer.lrn_param
+        if p.norm_region != 0:
+            raise ExportError(f"layer {name!r}: LRN within a channel has no ONNX export")
+        g.node("LRN", ins, [g.out(layer, layer.top[0])], name, size=p.local_size,
+               alpha=p.alpha, beta=p.beta, bias=p.k)
+        return
+    if t == "Concat":
+        p = layer.concat_param
+        axis = p.axis if p.HasField("axis") or not p.HasField("concat_dim") else p.concat_dim
+        g.node("Concat", ins, [g.out(layer, layer.top[0])], name, axis=axis)
+        return
+    raise ExportError(f"layer {name!r} of type {t}: no ONNX export for this layer type "
+                      "(fcn/onnx_export.py lists the types it exports)")
+
+
+def _chain(g, op, ins, out, name):
+    """A binary ``op`` over two or more inputs, left to right."""
+    acc = ins[0]
+    for i, x in enumerate(ins[1:]):
+        last = i == len(ins) - 2
+        nxt = out[0] if last else f"{name}/{op.lower()}{i}"
+        g.node(op, [acc, x], [nxt], name if last else f"{name}/{i}")
+        acc = nxt
+
+
+def export(proto, net, outputs, metadata=None, doc=""):
+    """The serialized ONNX model (bytes) of a deploy net (``proto``, its NetParameter;
+    ``net``, the caffe.Net holding its weights) with the blobs ``outputs`` as the
+    graph's outputs, checked by onnx.checker with full shape inference. The weights
+    are copied once into the model, once into the bytes (a VGG-16 FCN is 0.5 GB)."""
+    g = _Graph(proto)
+    inputs = []
+    for layer in proto.layer:
+        if layer.type == "Input":
+            shapes = list(layer.input_param.shape)
+            for i, top in enumerate(layer.top):
+                dims = list(shapes[min(i, len(shapes) - 1)].dim)
+                if len(dims) != 4:
+                    raise ExportError(f"input {top!r} has {len(dims)} axes; N, C, H, W expected")
+                inputs.append(helper.make_tensor_value_info(
+                    top, TensorProto.FLOAT, ["N", int(dims[1]), "H", "W"]))
+                g.value[top] = top
+            continue
+        missing = [b for b in layer.bottom if b not in g.value]
+        if missing:
+            raise ExportError(f"layer {layer.name!r} reads {missing[0]!r}, which no layer "
+                              "before it writes")
+        _convert(g, layer, net)
+    for o in outputs:
+        if g.value.get(o) != o:
+            raise ExportError(f"output {o!r} is not a blob of the net")
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT,
+                                          ["N", int(net.blobs[o].data.shape[1]), None, None])
+            for o in outputs]
+    graph = helper.make_graph(g.nodes, proto.name or "fcn", inputs, outs, doc_string=doc)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name=PRODUCER, ir_version=IR_VERSION)
+    for name, array in g.inits:               # straight into the model: no copy of a copy
+        t = model.graph.initializer.add()
+        t.name, t.data_type = name, helper.np_dtype_to_tensor_dtype(array.dtype)
+        t.dims.extend(array.shape)
+        t.raw_data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    for k, v in (metadata or {}).items():
+        model.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
+    data = model.SerializeToString()
+    del model
+    check(data)
+    return data
+
+
+def check(model):
+    """onnx.checker with full shape inference on a model (bytes or ModelProto); one
+    line if it fails."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # onnx raises its own ValidationError / InferenceError types
+        raise ExportError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}")
