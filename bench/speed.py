@@ -1,4 +1,5 @@
-"""Caffe (this build, pycaffe) against PyTorch on the CPU, same nets, same weights.
+"""Caffe (this build, pycaffe) against PyTorch, onnxruntime and OpenVINO on the CPU,
+same nets, same weights.
 
     python bench/speed.py [--reps 5] [--rounds 3] [--parts forward,first,infer,train]
                           [--gpu N | --cpu]
@@ -9,7 +10,11 @@ thread pool disturbs the other; Caffe and PyTorch processes alternate for
   forward  warm forward of voc-fcn8s/deploy.prototxt at 500x500 and 334x500,
            Caffe and PyTorch, their ratio, and the largest absolute difference
            between the two score maps; also Caffe with CAFFE_WINOGRAD=0 (im2col +
-           GEMM for every convolution, as before patch 0010), same figures;
+           GEMM for every convolution, as before patch 0010), same figures; and
+           the project's own ONNX export of the same net and weights (reference.py
+           onnx) under onnxruntime (all graph optimisations, as many threads as
+           cores) and OpenVINO (fp32, compiled for each input size; left out where
+           it is not installed), their ratios and Caffe over the faster of the two;
   first    Caffe's first forward in a fresh process against its warm forward;
   infer    infer.py's wall time from process start to PNG written, on the VOC
            demo image with a caffemodel of the released size (random weights),
@@ -44,8 +49,8 @@ from google.protobuf import text_format  # noqa: E402
 from fcn import cli  # noqa: E402,I100
 from fcn.device import use_device  # noqa: E402
 from fcn.surgery import interp  # noqa: E402
-# PyTorch is imported by the PyTorch workers alone (torch_device): a Caffe worker's
-# process never starts its thread pool.
+# PyTorch, onnxruntime and OpenVINO are imported by their workers alone: a Caffe
+# worker's process never starts their thread pools.
 
 SIZES = [(500, 500), (334, 500)]
 DEVICE = "cpu"          # or a GPU id (str): what --gpu asked for, passed to each worker
@@ -140,6 +145,65 @@ def worker_torch_forward(weights, reps, out):
             maps[f"{h}x{w}"] = y.cpu().numpy().copy()
     np.savez(out, **maps)
     return res
+
+
+def timed_forward(run, reps, out):
+    """{size: warm forward times} of run(h, w) -> (forward function, its input); the
+    score maps go to ``out``."""
+    res, maps = {}, {}
+    for h, w in SIZES:
+        forward, x = run(h, w)
+        forward(x)                                           # warm up at this size
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            y = forward(x)
+            times.append(time.perf_counter() - t)
+        res[f"{h}x{w}"] = times
+        maps[f"{h}x{w}"] = np.array(y, copy=True)
+    np.savez(out, **maps)
+    return res
+
+
+def worker_ort_forward(weights, reps, out):
+    """onnxruntime on the ONNX export beside the weights (the same net and weights)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = os.cpu_count()
+    sess = ort.InferenceSession(str(weights.with_suffix(".onnx")), so,
+                                providers=["CPUExecutionProvider"])
+
+    def run(h, w):
+        return (lambda x: sess.run(["score"], {"data": x})[0]), image_input(h, w)
+    return timed_forward(run, reps, out)
+
+
+def worker_openvino_forward(weights, reps, out):
+    """OpenVINO on the same ONNX file, reshaped to each input size and compiled for it
+    (fp32: no bf16 or f16 inference precision)."""
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(str(weights.with_suffix(".onnx")))
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_NUM_THREADS": os.cpu_count()}
+
+    def run(h, w):
+        model.reshape({"data": [1, 3, h, w]})
+        request = core.compile_model(model, "CPU", config).create_infer_request()
+
+        def forward(x):
+            request.infer({"data": x})
+            return request.get_output_tensor(0).data
+        return forward, image_input(h, w)
+    return timed_forward(run, reps, out)
+
+
+def openvino_installed():
+    try:
+        import openvino  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
 def worker_caffe_first(weights, reps, out):
@@ -274,12 +338,20 @@ def med(rounds, key):
     return round(statistics.median(x for r in rounds for x in r[key]), 3)
 
 
-def make_weights(tmp, model="voc-fcn8s"):
+def make_weights(tmp, model="voc-fcn8s", onnx=False):
+    """Random weights for a model (and, with ``onnx``, its ONNX export beside them,
+    written by ``reference.py onnx`` in its own process: the workers started after it
+    inherit this process's peak memory as theirs)."""
     net = caffe.Net(str(REPO / model / "deploy.prototxt"), caffe.TEST)
     random_weights(net)
-    path = Path(tmp) / f"{model}-random.caffemodel"
-    net.save(str(path))
-    return path
+    weights = Path(tmp) / f"{model}-random.caffemodel"
+    net.save(str(weights))
+    del net
+    if onnx:
+        subprocess.run([sys.executable, str(REPO / "reference.py"), "onnx", str(REPO / model),
+                        "--weights", str(weights), "--out", str(weights.with_suffix(".onnx"))],
+                       check=True, stdout=subprocess.DEVNULL)
+    return weights
 
 
 def infer_wall(weights, tmp):
@@ -299,11 +371,30 @@ def infer_wall(weights, tmp):
     return wall, usage.ru_maxrss / 1e6
 
 
+def runtime_versions(runtimes):
+    import onnxruntime
+    import torch
+    out = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    if "openvino" in runtimes:
+        import openvino
+        out["openvino"] = openvino.__version__
+    return out
+
+
 def cpu_name():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+    """The CPU as /proc/cpuinfo names it, with its family/model (a VM's "AMD EPYC" alone
+    does not tell Zen 1 from Zen 3) and its widest vector unit."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor()
+    flags = info.get("flags", "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (f"{info.get('model name', platform.processor())} "
+            f"(family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa})")
 
 
 def main(argv=None):
@@ -338,23 +429,36 @@ def main(argv=None):
     line = {"bench": "speed", "cpu": cpu_name(), "cores": os.cpu_count(), "reps": args.reps,
             "rounds": args.rounds, "device": device.record()}
     with tempfile.TemporaryDirectory() as tmp:
-        weights8 = make_weights(tmp)
+        weights8 = make_weights(tmp, onnx="forward" in parts)
         if "forward" in parts:
-            c, ci, t, rss = interleaved(["caffe_forward", "caffe_im2col_forward", "torch_forward"],
-                                        weights8, args, tmp)
-            cm, cim, tm = (np.load(Path(tmp) / f"{w}.npz")
-                           for w in ("caffe_forward", "caffe_im2col_forward", "torch_forward"))
-            line["forward"] = {
-                size: {"caffe_s": med(c, size), "torch_s": med(t, size),
+            runtimes = ["ort"] + (["openvino"] if openvino_installed() else [])
+            names = ["caffe_forward", "caffe_im2col_forward", "torch_forward"] + \
+                [f"{r}_forward" for r in runtimes]
+            *results, rss = interleaved(names, weights8, args, tmp)
+            c, ci, t = results[:3]
+            by = dict(zip(runtimes, results[3:]))
+            maps = {w: np.load(Path(tmp) / f"{w}.npz") for w in names}
+            cm, cim, tm = maps["caffe_forward"], maps["caffe_im2col_forward"], maps["torch_forward"]
+            line["forward"] = {}
+            for size in c[0]:
+                row = {"caffe_s": med(c, size), "torch_s": med(t, size),
                        "caffe_over_torch": round(med(c, size) / med(t, size), 3),
                        "max_abs_diff": float(np.abs(cm[size] - tm[size]).max()),
                        "max_abs_score": float(np.abs(cm[size]).max()),
                        "caffe_im2col_s": med(ci, size),
                        "caffe_over_caffe_im2col": round(med(c, size) / med(ci, size), 3),
                        "max_abs_diff_vs_im2col": float(np.abs(cm[size] - cim[size]).max())}
-                for size in c[0]}
-            line["peak_rss_gb"] = {"caffe_forward": rss[0], "caffe_im2col_forward": rss[1],
-                                   "torch_forward": rss[2]}
+                for r, res in by.items():
+                    row[f"{r}_s"] = med(res, size)
+                    row[f"caffe_over_{r}"] = round(med(c, size) / med(res, size), 3)
+                    row[f"max_abs_diff_{r}"] = float(
+                        np.abs(cm[size] - maps[f"{r}_forward"][size]).max())
+                fastest = min(runtimes, key=lambda r: row[f"{r}_s"])
+                row["caffe_over_fastest_runtime"] = row[f"caffe_over_{fastest}"]
+                row["fastest_runtime"] = fastest
+                line["forward"][size] = row
+            line["peak_rss_gb"] = dict(zip(names, rss))
+            line["versions"] = runtime_versions(runtimes)
         if "first" in parts:
             f, f_rss = run_worker("caffe_first", weights8, args.reps, tmp)
             line["first_forward"] = {k: round(v, 3) for k, v in f.items()}
