@@ -10,7 +10,8 @@ from fcn.errors import UserError
 
 INT_MAX = 2 ** 31 - 1            # Caffe CHECKs every blob's element count against it
 # Our patch 0009: convolutions unfold their input a band of output rows at a time,
-# at most this many values (BaseConvolutionLayer::kColBandElements).
+# at most this many values (BaseConvolutionLayer::kColBandElements), or (patch 0019)
+# as many as the layer has weights where that is more (fc6: one band).
 COL_BAND_ELEMENTS = 2 << 20
 # Patch 0010: 3x3 stride-1 convolutions of 16+ input channels run Winograd's F(2x2, 3x3)
 # forward in a second shared buffer: the transformed filters (16 x out x in) and a band
@@ -29,13 +30,14 @@ def conv_geometry(layer):
 def layer_buffers(proto, blobs, banded=True):
     """Elements of Caffe's im2col buffer per layer: convolutions that are not
     1x1/stride 1/pad 0 unfold their input, deconvolutions fold into their output,
-    on the CPU a band of rows at a time (at least one row, at most the whole map),
-    on the GPU (``banded`` False: patch 0017) the whole map at once."""
+    on the CPU a band of rows at a time (at least one row, at most the whole map;
+    COL_BAND_ELEMENTS or the layer's weight count, the larger), on the GPU
+    (``banded`` False: patch 0017) the whole map at once."""
     out = {}
     for layer in proto.layer:
         if layer.type not in ("Convolution", "Deconvolution"):
             continue
-        k, stride, pad, _, _ = conv_geometry(layer)
+        k, stride, pad, _, group = conv_geometry(layer)
         if layer.type == "Convolution" and (k, stride, pad) == (1, 1, 0):
             continue
         bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
@@ -43,8 +45,9 @@ def layer_buffers(proto, blobs, banded=True):
             kernel_dim, rows, cols = bottom[1] * k * k, top[2], top[3]
         else:
             kernel_dim, rows, cols = top[1] * k * k, bottom[2], bottom[3]
-        band = max(1, min(rows, COL_BAND_ELEMENTS // max(1, kernel_dim * cols))) \
-            if banded else rows
+        weights = bottom[1] * top[1] // group * k * k
+        limit = max(COL_BAND_ELEMENTS, weights)
+        band = max(1, min(rows, limit // max(1, kernel_dim * cols))) if banded else rows
         out[layer.name] = kernel_dim * cols * band
     return out
 

@@ -6,8 +6,11 @@ import pytest
 
 import caffe
 from caffe import layers as L, params as P
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 from conftest import assert_f32_close
+from fcn import memory
 
 caffe.set_mode_cpu()
 RNG = np.random.default_rng(0)
@@ -116,7 +119,9 @@ def pool_ref(x, k, stride, pad):
 
 
 @pytest.mark.parametrize("k,stride,pad,hw", [(2, 2, 0, (13, 17)), (3, 2, 0, (13, 17)),
-                                            (3, 2, 1, (12, 9)), (3, 1, 0, (300, 41))])
+                                            (3, 2, 1, (12, 9)), (3, 1, 0, (300, 41)),
+                                            (2, 2, 0, (301, 240)), (2, 2, 1, (15, 12)),
+                                            (2, 1, 0, (40, 33))])
 def test_max_pooling_forward_and_backward(tmp_path, k, stride, pad, hw):
     shape = (2, 5, *hw)
     net = one_layer_net(tmp_path, shape, lambda d: L.Pooling(
@@ -159,6 +164,29 @@ def test_max_pooling_of_nan_and_infinite_windows(tmp_path):
         np.testing.assert_array_equal(dx[0, c, ::2, ::2], g[0, c])
         assert dx[0, c].sum() == g[0, c].sum()
     assert dx[0, 2, 0, 0] == g[0, 2, 0, 0] and dx.sum() == g.sum()
+
+
+@pytest.mark.parametrize("hw", [(4, 6), (301, 240)])
+def test_max_pooling_ties_go_to_the_first_maximum(tmp_path, hw):
+    """Windows of equal values (a ReLU's zeros): the gradient goes to the first of
+    them in row-major order, in the 2x2 windows of patch 0019's short path as in the
+    general loop (the partial windows at the odd edge)."""
+    shape = (1, 2, hw[0] + 1, hw[1] + 1)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Pooling(
+        d, pool=P.Pooling.MAX, kernel_size=2, stride=2))
+    x = np.zeros(shape, np.float32)
+    x[0, 1, 1::2, 1::2] = 1.0                    # channel 1: a tie at the maximum 1 too
+    x[0, 1, 1::2, ::2] = 1.0
+    y = net.forward(data=x)["out"].copy()
+    np.testing.assert_array_equal(y, pool_ref(x, 2, 2, 0)[0])
+    net.blobs["out"].diff[...] = 1.0
+    net.backward()
+    dx = net.blobs["data"].diff
+    np.testing.assert_array_equal(dx[0, 0, ::2, ::2], 1.0)
+    assert dx[0, 0].sum() == y[0, 0].size
+    np.testing.assert_array_equal(dx[0, 1, 1::2, ::2], 1.0)
+    np.testing.assert_array_equal(dx[0, 1, -1, ::2], 1.0)   # an odd last row: its zeros
+    assert dx[0, 1].sum() == y[0, 1].size
 
 
 def test_relu_forward_and_backward(tmp_path):
@@ -249,6 +277,35 @@ def test_convolution_unfolded_band_by_band(tmp_path, k, stride, pad, group):
     assert_f32_close(net.params["out"][0].diff,
                      conv_weight_grad_ref(x.astype(np.float64), g.astype(np.float64),
                                           k, stride, pad, group), oh * ow)
+
+
+def test_convolution_with_more_weights_than_its_band(tmp_path):
+    """Patch 0019: a convolution whose weights outnumber the 2M-value band (FCN's
+    fc6) unfolds up to as many values as it has weights at once: forward, input and
+    weight gradients as numpy computes them."""
+    shape, k, o = (1, 64, 36, 36), 7, 1024
+    net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
+        d, kernel_size=k, num_output=o,
+        weight_filler=dict(type="gaussian", std=1), bias_filler=dict(type="gaussian", std=1)))
+    oh = ow = shape[2] - k + 1
+    assert 2 << 20 < shape[1] * k * k * oh * ow < o * shape[1] * k * k
+    proto = text_format.Parse((tmp_path / "net.prototxt").read_text(), caffe_pb2.NetParameter())
+    assert memory.layer_buffers(proto, {"data": shape, "out": (1, o, oh, ow)}) \
+        == {"out": shape[1] * k * k * oh * ow}               # one band, as Caffe's
+    x = RNG.standard_normal(shape).astype(np.float32)
+    w, b = (p.data.astype(np.float64) for p in net.params["out"])
+    y = net.forward(data=x)["out"]
+    assert_f32_close(y, conv_ref(x.astype(np.float64), w, b, 1, 0, 1, 1), shape[1] * k * k)
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.params["out"][0].diff[...] = 0
+    net.backward()
+    probe = RNG.standard_normal(shape)
+    lhs = np.sum(g * conv_ref(probe, w, np.zeros_like(b), 1, 0, 1, 1))
+    assert np.sum(net.blobs["data"].diff.astype(np.float64) * probe) == pytest.approx(lhs, rel=1e-4)
+    assert_f32_close(net.params["out"][0].diff,
+                     conv_weight_grad_ref(x.astype(np.float64), g.astype(np.float64),
+                                          k, 1, 0, 1), oh * ow)
 
 
 def test_deconvolution_folded_band_by_band(tmp_path):
