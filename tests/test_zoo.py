@@ -30,7 +30,7 @@ RELEASE_DIRS = {
     "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
 }
 # Largest first: Caffe grows its buffers once and reuses them for smaller inputs.
-SIZES = [(334, 500), (37, 53), (1, 1)]
+SIZES = [(37, 53), (1, 1)]     # (a whole VOC image: tests/test_infer_reference.py)
 # Caffe against onnxruntime: crops of a real photo, (H, W), one of them odd.
 PHOTO_SIZES = [(75, 101), (128, 96)]
 PHOTO = SHARED_DATA / "voc-demo/image.jpg"
