@@ -604,11 +604,18 @@ def stage_wheels(staging, python, pythons, cuda):
                    "--python-version", py, what=f"pip download {name}=={version} for Python {py}")
 
 
+def archive_path(out=None, folder=ROOT / "out"):
+    """Where the archive goes: into ``folder`` when --out is not given, or into --out
+    when it names a folder (one that exists, or a path ending in '/'), with the dated
+    name; the folder is created if missing. Else --out is the archive's file."""
+    if out is None or str(out).endswith("/") or Path(out).is_dir():
+        d = cli.output_dir(folder if out is None else Path(out), "--out")
+        return d / f"fcn-offline-{time.strftime('%Y%m%d')}.tar.xz"
+    return cli.output_file(Path(out), "--out")
+
+
 def create(out, sdist, python, pythons=(), cuda=False, work_root=None):
-    out = Path(out)
-    if out.is_dir():
-        out = out / f"fcn-offline-{time.strftime('%Y%m%d')}.tar.xz"
-    cli.output_file(out, "--out")
+    out = archive_path(out)
     env = sdist_env()
     if not Path(sdist).is_file() or files.checksum(sdist) != env["SDIST_SHA256"]:
         raise BundleError(f"{sdist} is not the verified {env['SDIST_FILE']}; run "
@@ -643,7 +650,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="bundle.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create", help="make the archive (a connected Debian 12 machine)")
-    c.add_argument("--out", default=str(ROOT / "out"), help="archive path or folder")
+    c.add_argument("--out", help="the archive's path, or a folder for it (default: out/, "
+                   "the name fcn-offline-YYYYMMDD.tar.xz)")
     c.add_argument("--sdist", required=True)
     c.add_argument("--python", action="append", default=[], metavar="X.Y",
                    help="also the compiled wheels for this Python (repeatable)")

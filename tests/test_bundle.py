@@ -276,3 +276,20 @@ def test_setup_checks_its_variables_first(var, value, says, tmp_path):
                        text=True, env={**os.environ, var: value,
                                        "FCN_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_the_archive_goes_into_the_default_folder_even_before_it_exists(tmp_path):
+    """make bundle in a fresh clone (no out/ yet) wrote the archive as a file named
+    `out`: a default that names a folder is a folder, created if missing; --out names
+    a folder when it is one or ends in '/', else the archive's file."""
+    folder = tmp_path / "out"
+    path = bundle.archive_path(None, folder)
+    assert folder.is_dir() and path.parent == folder
+    assert re.fullmatch(r"fcn-offline-\d{8}\.tar\.xz", path.name)
+    assert bundle.archive_path(str(tmp_path / "new") + "/", folder).parent == tmp_path / "new"
+    assert (tmp_path / "new").is_dir()
+    assert bundle.archive_path(str(folder), tmp_path / "other").parent == folder
+    assert bundle.archive_path(str(tmp_path / "b.tar.xz"), folder) == tmp_path / "b.tar.xz"
+    r = subprocess.run([sys.executable, str(REPO / "install/bundle.py"), "create", "--help"],
+                       capture_output=True, text=True)
+    assert "default: out/" in " ".join(r.stdout.split())
