@@ -6,8 +6,8 @@ frequency-weighted IU, and per-class IU (fcn/metrics.py defines them).
 
 Classes with no ground truth in the scored images are left out of the means (NaN,
 null in JSON), as the paper does for SIFT Flow. --save-dir writes each prediction
-as a palette PNG named by its image, never among the dataset's files nor over a
-file the project did not write.
+as a palette PNG named by its image, never among the dataset's files (nor in the
+data root or a folder above it) nor over a file the project did not write.
 """
 import argparse
 import contextlib
@@ -21,7 +21,11 @@ from fcn.device import use_device
 
 
 def check_save_dir(save_dir, model, root):
-    """--save-dir may not be inside the evaluation dataset's folders."""
+    """--save-dir may not be the data root, nor a folder that holds it, nor inside the
+    evaluation dataset's folders."""
+    if files.inside(root, save_dir):
+        raise cli.UserError(f"--save-dir {save_dir} is or holds the data root {root}; "
+                            "predictions never go among the data: choose another --save-dir")
     dataset = DATASETS[model.eval.dataset]
     for folder in {root / dataset.dir, root / dataset.extra.get("context_dir", dataset.dir)}:
         if files.inside(save_dir, folder):

@@ -173,8 +173,9 @@ def drop_records_after(path, it):
 
 
 def plot(out, title):
-    """progress.png: smoothed loss and mean IU over iterations, from the logs."""
-    losses, scores = read_jsonl(out / "train_log.jsonl"), read_jsonl(out / "metrics.jsonl")
+    """progress.png: smoothed loss and mean IU over iterations, from the logs (read
+    without notes: a resume's read tells of a damaged line once, not every plot)."""
+    losses, scores = (files.read_jsonl(out / f) for f in ("train_log.jsonl", "metrics.jsonl"))
     fig, (a, b) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     if losses:
         a.plot([r["iter"] for r in losses], [r["loss"] for r in losses], lw=1)

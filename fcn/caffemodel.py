@@ -251,14 +251,30 @@ def load_net(proto, weights=None, complete=True):
     return net
 
 
+def check_finite(net, layers, weights):
+    """Raise WeightsError when a parameter of ``layers`` (those loaded from
+    ``weights``) holds NaN or infinity: every output of such a net is garbage, as a
+    training run that diverged stops rather than keep such a state (training.py)."""
+    for k in layers:
+        for i, b in enumerate(net.params[k]):
+            a = b.data
+            if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
+                n = int(a.size - np.isfinite(a).sum())
+                raise WeightsError(f"{weights}: {n} of the {a.size} values of layer {k} (blob "
+                                   f"{i}) are not finite (NaN or infinity); these weights are "
+                                   "from a run that diverged, or damaged: use other weights")
+
+
 def copy_weights(net, weights, complete=True):
     """Load a caffemodel into ``net`` by layer name, after checking that Caffe will
-    not abort on it. With ``complete`` (inference, scoring, a classifier), every
-    learned layer must come from the file; fixed deconvolutions it lacks are filled
-    with bilinear kernels, and a note on stderr says so. Without (initialising a
-    training net), the file may hold a part of the net. Returns the layers loaded."""
+    not abort on it, and refuse it if a value it holds is not finite. With
+    ``complete`` (inference, scoring, a classifier), every learned layer must come
+    from the file; fixed deconvolutions it lacks are filled with bilinear kernels,
+    and a note on stderr says so. Without (initialising a training net), the file
+    may hold a part of the net. Returns the layers loaded."""
     shared, fixed_missing = check_fits(weights, net, complete)
     net.copy_from(str(weights))
+    check_finite(net, shared, weights)
     if complete and fixed_missing:
         interp(net, fixed_missing)
         print(f"note: {weights} has no {', '.join(fixed_missing)}: filled with bilinear "

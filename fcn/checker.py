@@ -15,8 +15,10 @@ The blobs are compared in the order the net computes them: a blob agrees when
 max |port - caffe| <= tol x (the largest |caffe| of that blob). It prints a line
 per blob, then the first blob that diverges and the layer that wrote it, since a
 difference there spreads to every blob after it. For the score outputs it also
-prints the share of pixels whose argmax agrees. Exit 0 when every blob compared
-agrees, 1 when one diverges, 2 when a file cannot be used.
+prints the share of pixels whose argmax agrees, and names the reference's blobs
+the port lacks and the port's names the reference lacks (not compared). Exit 0 when
+every blob compared agrees, 1 when one diverges, 2 when a file cannot be used (a
+reference whose meta is not a layer list, a port without the net's outputs).
 
 Only numpy and the standard library: copy this file anywhere. In the project,
 fcn/checker.py is this file (reference.py compare uses its loading and
@@ -82,6 +84,31 @@ def compare(a, b, rtol, atol):
     return rows
 
 
+def read_meta(ref, path):
+    """The reference's meta: a JSON object whose ``layers`` are objects with a name, a
+    type and a list of tops, and whose ``outputs`` (if any) are blob names;
+    CheckError naming ``path`` otherwise."""
+    what = f"{path} has no usable layer list (meta): use an archive of reference.py export"
+    if "meta" not in ref:
+        raise CheckError(what)
+    try:
+        meta = json.loads(str(ref["meta"]))
+    except ValueError:
+        raise CheckError(f"{what} (its meta is not JSON)") from None
+
+    def names(v):
+        return isinstance(v, list) and all(isinstance(n, str) for n in v)
+    if not isinstance(meta, dict) or not isinstance(meta.get("layers"), list):
+        raise CheckError(what)
+    for i, layer in enumerate(meta["layers"]):
+        if not (isinstance(layer, dict) and isinstance(layer.get("name"), str)
+                and isinstance(layer.get("type"), str) and names(layer.get("top"))):
+            raise CheckError(f"{what} (layer {i} is not a name, a type and a list of tops)")
+    if not names(meta.get("outputs", [])):
+        raise CheckError(f"{what} (its outputs are not a list of blob names)")
+    return meta
+
+
 def blob_order(meta):
     """[(blob, the layers that wrote it)] in the order the net first writes them."""
     order, writers = [], {}
@@ -94,14 +121,27 @@ def blob_order(meta):
     return [(b, writers[b]) for b in order]
 
 
-def check(ref, port, tol):
+def port_blob(port, blob):
+    """The port's value of ``blob`` (named ``blob`` or ``blob/<blob>``), or None."""
+    return port.get(blob, port.get(f"blob/{blob}"))
+
+
+def not_compared(ref, port, meta):
+    """(the reference's blobs the port lacks, the port's names the reference lacks)."""
+    known = {k[5:] for k in ref if k.startswith("blob/")}
+    lacks = [b for b, _ in blob_order(meta) if b in known and port_blob(port, b) is None]
+    unknown = [k for k in port if (k[5:] if k.startswith("blob/") else k) not in known]
+    return lacks, unknown
+
+
+def check(ref, port, tol, meta=None):
     """[(blob, writers, shape, error relative to the blob's largest value or None,
     ok, note)] for every blob of the reference that the port has."""
-    meta = json.loads(str(ref["meta"]))
+    meta = meta if meta is not None else json.loads(str(ref["meta"]))
     rows = []
     for blob, writers in blob_order(meta):
         want = ref.get(f"blob/{blob}")
-        got = port.get(blob, port.get(f"blob/{blob}"))
+        got = port_blob(port, blob)
         if want is None or got is None:
             continue
         if got.shape != want.shape:
@@ -131,17 +171,21 @@ def main(argv=None):
         if not args.tol >= 0 or args.tol == float("inf"):
             raise CheckError(f"--tol must be a number >= 0, got {args.tol}")
         ref, port = load(args.reference), load(args.port)
-        if "meta" not in ref or "layers" not in json.loads(str(ref["meta"])):
-            raise CheckError(f"{args.reference} has no layer list (meta): use an archive "
-                             "of reference.py export")
-    except (CheckError, ValueError) as e:
+        meta = read_meta(ref, args.reference)
+        rows = check(ref, port, args.tol, meta)
+        lacks, unknown = not_compared(ref, port, meta)
+        if not rows:
+            raise CheckError(f"{args.port} holds none of the reference's blobs (names such "
+                             f"as {', '.join(b for b, _ in blob_order(meta)[:3])})")
+        missing = [o for o in meta.get("outputs", []) if o in lacks]
+        if missing:
+            raise CheckError(
+                f"{args.port} lacks the net's output{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)}" + (f" (it holds {', '.join(unknown)}, which the "
+                                           "reference has not)" if unknown else "")
+                + "; save each value under the name of its blob")
+    except CheckError as e:
         print(f"check.py: {e}", file=sys.stderr)
-        return 2
-    rows = check(ref, port, args.tol)
-    if not rows:
-        print(f"check.py: {args.port} holds none of the reference's blobs (names such as "
-              f"{', '.join(b for b, _ in blob_order(json.loads(str(ref['meta'])))[:3])})",
-              file=sys.stderr)
         return 2
     width = max(len(r[0]) for r in rows)
     print(f"{'blob':{width}}  {'shape':>18}  {'error':>9}  ok")
@@ -149,6 +193,11 @@ def main(argv=None):
         e = f"{err:.2e}" if err is not None else "-"
         print(f"{blob:{width}}  {'x'.join(map(str, shape)):>18}  {e:>9}  "
               f"{'yes' if ok else 'NO'}" + (f"  {note}" if note else ""))
+    if lacks:
+        print(f"not compared, not in the port ({len(lacks)} of the reference's "
+              f"{len(lacks) + len(rows)}): {', '.join(lacks)}")
+    if unknown:
+        print(f"not compared, not in the reference ({len(unknown)}): {', '.join(unknown)}")
     bad = [r for r in rows if not r[4]]
     print(f"{len(rows) - len(bad)} of {len(rows)} blobs agree within {args.tol:g} of their "
           "largest value")

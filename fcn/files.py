@@ -129,29 +129,35 @@ def write_cache(path, text):
 
 def read_jsonl(path, say=None):
     """The JSON records of a log written a line at a time. A damaged tail (a run killed
-    mid-append, NUL bytes after a crash) is dropped from the file, and ``say`` is told
-    how many lines went; every record before it is kept."""
+    mid-append, NUL bytes after a crash) is dropped from the file; a damaged line with
+    intact records after it is skipped and left in the file. ``say`` is told of both;
+    every intact record is kept."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return []
-    records, good_end = [], 0
-    for line in raw.splitlines(keepends=True):
+    records, damaged, end, good_end = [], [], 0, 0
+    for number, line in enumerate(raw.splitlines(keepends=True), 1):
+        end += len(line)
         text = line.strip()
         if not text:
-            good_end += len(line)
             continue
         try:
             record = json.loads(text.decode("utf-8"))
             if not isinstance(record, dict) or not line.endswith(b"\n"):
                 raise ValueError
         except (UnicodeDecodeError, ValueError):
-            break
+            damaged.append((number, end))
+            continue
         records.append(record)
-        good_end += len(line)
-    if good_end < len(raw):
-        dropped = raw[good_end:].count(b"\n") + (not raw.endswith(b"\n"))
+        good_end = end
+    middle = [number for number, at in damaged if at <= good_end]
+    if middle and say:
+        say(f"note: {path}: skipped {len(middle)} damaged line(s) (line{'s' * (len(middle) > 1)} "
+            f"{', '.join(map(str, middle))}); the intact records around them are kept")
+    dropped = len(damaged) - len(middle)
+    if dropped:
         write_atomic(path, lambda tmp: tmp.write_bytes(raw[:good_end]))
         if say:
             say(f"note: {path}: dropped {dropped} damaged line(s) at its end (a run stopped "

@@ -15,6 +15,7 @@ import pytest
 
 import caffe
 from caffe import layers as L
+from caffe.proto import caffe_pb2
 
 from conftest import REPO
 from fcn import caffemodel, onnx_export
@@ -124,3 +125,84 @@ def test_kit_refuses_a_folder_of_the_users(alexnet_weights, shared_data, tmp_pat
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "holds files this project did not write" in r.stderr
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def checker_run(*args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "fcn/checker.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+LAYERS = [{"name": "data", "type": "Input", "bottom": [], "top": ["data"]},
+          {"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"]},
+          {"name": "score", "type": "Convolution", "bottom": ["conv"], "top": ["score"]}]
+
+
+def small_reference(path, meta):
+    """A reference archive as reference.py export lays it out: data -> conv -> score,
+    with ``meta`` (a string) as its meta."""
+    rng = np.random.default_rng(0)
+    blobs = {b: rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+             for b in ("data", "conv", "score")}
+    np.savez(path, meta=np.array(meta), **{"input/data": blobs["data"]},
+             **{f"blob/{b}": v for b, v in blobs.items()})
+    return blobs
+
+
+@pytest.mark.parametrize("meta", [
+    '5', '"5"', '[1, 2]', 'not json {', '{"layers": 5}', '{"layers": [5]}',
+    json.dumps({"layers": [{"name": "conv", "type": "Convolution", "bottom": ["data"]}]}),
+    json.dumps({"layers": [{"name": "conv", "type": "Convolution", "top": "conv"}]}),
+    json.dumps({"layers": LAYERS, "outputs": 5}),
+])
+def test_check_py_refuses_a_reference_with_a_malformed_meta_in_one_line(meta, tmp_path):
+    """A meta that is not the layer list of reference.py export (a number, a layer
+    without its tops) was a traceback and exit 1, which says "the port diverges"."""
+    blobs = small_reference(tmp_path / "ref.npz", meta)
+    np.savez(tmp_path / "port.npz", score=blobs["score"])
+    c = checker_run(tmp_path / "ref.npz", tmp_path / "port.npz", cwd=tmp_path)
+    assert c.returncode == 2 and c.stderr.count("\n") == 1, c.stdout + c.stderr
+    assert "ref.npz" in c.stderr and "Traceback" not in c.stderr and not c.stdout
+
+
+def test_check_py_names_blobs_not_compared_and_needs_the_outputs(tmp_path):
+    """A port holding score and a misspelt sc0re got "1 of 1 blobs agree", saying nothing
+    of sc0re nor of the reference's blobs it lacks; a port without the net's output
+    passed on the blobs it had."""
+    blobs = small_reference(tmp_path / "ref.npz", json.dumps({"layers": LAYERS,
+                                                              "outputs": ["score"]}))
+    np.savez(tmp_path / "port.npz", score=blobs["score"], sc0re=blobs["conv"])
+    c = checker_run(tmp_path / "ref.npz", tmp_path / "port.npz", cwd=tmp_path)
+    assert c.returncode == 0, c.stdout + c.stderr
+    assert "1 of 1 blobs agree" in c.stdout
+    assert "not in the port (2 of the reference's 3): data, conv" in c.stdout
+    assert "not in the reference (1): sc0re" in c.stdout
+
+    np.savez(tmp_path / "port.npz", conv=blobs["conv"], sc0re=blobs["score"])
+    c = checker_run(tmp_path / "ref.npz", tmp_path / "port.npz", cwd=tmp_path)
+    assert c.returncode == 2 and c.stderr.count("\n") == 1, c.stdout + c.stderr
+    assert "port.npz lacks the net's output score" in c.stderr and "sc0re" in c.stderr
+    assert not c.stdout
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_onnx_and_kit_refuse_weights_that_are_not_finite(bad, alexnet_weights, shared_data,
+                                                         tmp_path):
+    """Weights with a NaN were exported: every reference blob was NaN, and a correct
+    port was reported as diverging at conv1. Refused in one line, as every load of
+    weights refuses them (fcn/caffemodel.py)."""
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(alexnet_weights.read_bytes())
+    layer = next(l for l in net.layer if l.name == "conv2")
+    layer.blobs[0].data[7] = bad
+    w = tmp_path / "w.caffemodel"
+    w.write_bytes(net.SerializeToString())
+    r = run("onnx", "voc-fcn-alexnet", "--weights", w, "--out", "a.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "conv2" in r.stderr and "not finite" in r.stderr and str(w) in r.stderr
+    assert not (tmp_path / "a.onnx").exists()
+    r = run("kit", "voc-fcn-alexnet", "--weights", w, "--out", "kit", "--image",
+            shared_data / "photos/cat.bmp", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "conv2" in r.stderr and "not finite" in r.stderr
+    assert not list((tmp_path / "kit").glob("*.onnx")) and \
+        not list((tmp_path / "kit").glob("reference/*"))

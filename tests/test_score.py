@@ -3,6 +3,7 @@ nets on fixture data (one and two heads), and the CLI."""
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -156,3 +157,18 @@ def test_a_full_disk_under_save_dir_is_one_line(fixture_data, alexnet_weights, s
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "the disk is full" in r.stderr
     assert all(p.stat().st_size > 0 for p in disk.iterdir())
+
+
+def test_save_dir_is_never_the_data_root_nor_a_folder_above_it(fixture_data, alexnet_weights,
+                                                               tmp_path):
+    """--save-dir ../shared/data (the data root itself) wrote the predictions among the
+    datasets; only the dataset's own folders were refused."""
+    root = tmp_path / "above/data"
+    shutil.copytree(fixture_data / "pascal", root / "pascal")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for save_dir in (root, tmp_path / "above", tmp_path / "above/data/../../above"):
+        r = run_score("voc-fcn-alexnet", "--weights", alexnet_weights, "--data-root", root,
+                      "--save-dir", save_dir, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "holds the data root" in r.stderr and not r.stdout
+    assert sorted(p for p in tmp_path.rglob("*")) == before

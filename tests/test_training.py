@@ -13,6 +13,7 @@ import pytest
 import caffe
 from caffe.proto import caffe_pb2
 
+import training
 from fcn import caffemodel, files, snapshots
 from fcn.device import build_info
 from conftest import REPO
@@ -347,3 +348,27 @@ def test_a_full_disk_stops_training_with_one_line(fixture_data, small_disk, tmp_
     assert sorted(p.name for p in (disk / "snapshots").iterdir()) == [
         "train_iter_2.caffemodel", "train_iter_2.solverstate"]
     assert [m["iter"] for m in lines(disk / "metrics.jsonl")] == [2, 4]
+
+
+def test_a_damaged_line_in_the_middle_of_a_log_loses_no_record(tmp_path, capsys):
+    """A damaged line in the middle of metrics.jsonl made a resume cut the log there:
+    every intact record after it went ("dropped 2 damaged line(s) at its end ... 0
+    records kept"). Only a damaged tail (a run killed mid-append) is cut; a damaged
+    line with records after it is skipped with a note, and stays in the file."""
+    log = tmp_path / "metrics.jsonl"
+    rec = [json.dumps({"iter": i, "mean_iu": 0.5}) + "\n" for i in (2, 4, 6, 8)]
+    kept = rec[0] + '{"iter": 3, "mea\n' + rec[1] + "\0" * 8 + "\n" + rec[2] + rec[3]
+    log.write_text(kept + '{"iter": 10, "mean_')
+    said = []
+    assert [r["iter"] for r in files.read_jsonl(log, say=said.append)] == [2, 4, 6, 8]
+    assert log.read_text() == kept                                 # the tail cut, only it
+    assert len(said) == 2 and "skipped 2 damaged line(s) (lines 2, 4)" in said[0], said
+    assert "dropped 1 damaged line(s) at its end" in said[1] and "4 records kept" in said[1]
+    said.clear()
+    assert [r["iter"] for r in files.read_jsonl(log, say=said.append)] == [2, 4, 6, 8]
+    assert len(said) == 1 and log.read_text() == kept
+
+    log.write_text('{"iter": 2, "mea\n' + rec[1] + rec[2])          # what a resume does
+    assert training.drop_records_after(log, 4) == 1
+    assert lines(log) == [json.loads(rec[1])]
+    assert "0 records kept" not in capsys.readouterr().out
