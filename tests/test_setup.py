@@ -142,3 +142,21 @@ def test_the_cuda_toolkit_from_the_wheels_compiles_and_links(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert c.returncode == 0, c.stderr
     assert (tmp_path / "k").is_file()
+
+
+def test_the_patched_sources_compiled_as_cpp_include_no_thrust(tmp_path):
+    """CUDA 13 keeps thrust (CCCL 3) in include/cccl/, which nvcc adds for .cu files
+    but the C++ compiler of the .cpp files never sees, and CCCL 3 needs C++17 where
+    Caffe is C++14: a .cpp that includes thrust stops the cuDNN build (FCN_CUDNN=1;
+    patch 0020). The sdist unpacked and patched as build.sh does; no .cpp or header
+    may include it."""
+    sdist = run_setup("sdist-path").stdout.strip()
+    src = tmp_path / "src"
+    src.mkdir()
+    subprocess.run(["tar", "-xzf", sdist, "-C", str(src), "--strip-components=1"], check=True)
+    for p in sorted((REPO / "third_party/caffe/patches").glob("*.patch")):
+        subprocess.run(["patch", "-p1", "--forward", "--batch", "--quiet", "-d", str(src),
+                        "-i", str(p)], check=True, capture_output=True)
+    found = [str(f.relative_to(src)) for pattern in ("src/**/*.cpp", "include/**/*.hpp")
+             for f in src.glob(pattern) if "thrust/" in f.read_text(errors="replace")]
+    assert found == []
