@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup bundle wheel test demo bench bench-camvid clean
+.PHONY: setup bundle wheel gpu-rehearsal test demo bench bench-camvid clean
 
 setup:
 	@bash install/setup.sh
@@ -18,6 +18,15 @@ bundle:
 # PYTHON=python3.12 for another Python (with the offline bundle's Boost sources).
 wheel:
 	@bash install/wheel.sh
+
+# The GPU check rehearsed here as a lent GPU machine will run it (docs/gpu.md): the CUDA
+# wheels for Python 3.12 and the check's data in out/gpu-pack, then the device command in
+# a copy of what travels, with no network and the CPU standing in for the GPU. The last
+# line names the carried path and the device command. REHEARSAL_ARGS="--no-cudnn": the
+# CUDA wheel only.
+REHEARSAL_ARGS ?=
+gpu-rehearsal: setup
+	.venv/bin/python scripts/gpu_rehearsal.py $(REHEARSAL_ARGS)
 
 test: setup
 	.venv/bin/python -m pytest tests

@@ -5,6 +5,7 @@ reads them (EXIF orientation, any mode), dataset images and labels as the reader
 read them (RGB arrays, index PNGs, MATLAB files). A DataError (one line naming the
 file) for anything that cannot be read."""
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,18 @@ def orientation(im):
 def load_photo(path):
     """open_image + photo_rgb."""
     return photo_rgb(open_image(path), path)
+
+
+def header_only_png(path, w, h):
+    """A PNG whose header claims w x h pixels and which holds none: what the size
+    policy refuses before decoding (tests, the GPU check's memory part)."""
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n"
+                           + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    return path
 
 
 def header_size(path):

@@ -61,6 +61,12 @@ else
       die "could not install requirements.txt for $PYTHON (log: $log)"
     sha256sum "$ROOT/requirements.txt" >"$target/.fcn-requirements"
   fi
+  # The CUDA toolkit wheels into the build cache while the network is there (the build
+  # below is offline, and the bundle holds them only when made with --cuda).
+  if [ "$kind" != cpu ] && [ -z "${CUDA_HOME:-}" ]; then
+    FCN_VENV=$target PYTHON=$target/bin/python bash "$ROOT/install/setup.sh" cuda ||
+      die "the CUDA toolkit wheels could not be installed (log: $CACHE/logs/cuda.log)"
+  fi
   say "building Caffe ($kind) for Python ${tag:0:1}.${tag:1} with the bundle $bundle"
   FCN_BUNDLE=$bundle PYTHON=$target/bin/python bash "$ROOT/install/setup.sh" || exit 1
 fi

@@ -1,580 +1,566 @@
-"""The GPU check: what scripts/gpu-check.sh runs, once per installed CUDA build of
-Caffe, on a machine with an NVIDIA GPU (and no network: everything it reads
-travels with the working tree). One JSON file and a log; each part is written as
-soon as it is done, so a run stopped by its time limit keeps what it measured.
+"""The GPU check, as it runs on a lent GPU machine (docs/gpu.md): what
+scripts/gpu-check.sh starts. Standard library only, so that it runs whatever the
+machine's Python lacks, and says so.
 
-    python scripts/gpu_check.py --data DIR --out DIR [--tag NAME] [--gpu N]
-    python scripts/gpu_check.py --prepare DIR        (here: the data it needs)
-    python scripts/gpu_check.py --self-test ...      (no GPU: the CPU stands in)
+    python3 scripts/gpu_check.py [--out DIR] [--pack DIR] [--budget S]
+                                 [--models A,B] [--parts P,Q] [WHEEL...]
 
-Parts, in order:
-  deploy   every deploy net of the zoo on real images, GPU against CPU: the
-           largest difference relative to the range of the scores (<= 1e-4)
-           and the share of pixels with the same class (>= 0.999); the GPU
-           memory each net took
-  sgd      a few SGD iterations of voc-fcn32s and camvid-fcn8s-squeezenet from
-           the same weights and the same images (the Python data layer, whole
-           images, batch 1), GPU against CPU: loss and weights (Dropout taken
-           out of the nets compared: its masks come from two random generators)
-  speed    FCN-8s forward at 500x500 and an FCN-32s SGD iteration at 500x375,
-           Caffe against PyTorch on the same GPU (fp32, TF32 off); CamVid
-           training in iterations per second (GPU and CPU)
-  memory   the memory model of infer.py against what FCN-8s took, and what a
-           too-large image gets from infer.py (one line, exit 2)
+1. Preflight, one line each: the GPU (nvidia-smi), the driver's CUDA against the
+   wheels', the Python and the wheels made for it, six, numpy, protobuf and the
+   rest Caffe imports, and PyTorch's view of the GPU.
+2. For each wheel in the pack (default out/gpu-pack/wheels: the CUDA build first,
+   the cuDNN build only if the time left fits it): installed with pip --target
+   into a temporary folder put on PYTHONPATH, `import caffe` tried, then the
+   parts of scripts/gpu_parts.py, each net and each part in a process of its own
+   (a Caffe abort loses one net), each with a time limit. A wheel pip refuses or
+   that does not import is recorded with its reason, and the check goes on.
+3. $OUT/gpu-check.json (rewritten after every step: a run cut short keeps what it
+   measured) and $OUT/gpu-check.log; nothing else is written outside /tmp.
+
+`passed` is true only when every wheel checked ran every part to its end and
+every comparison held. Exit 0 passed, 1 failed, 2 could not start (no GPU, no
+wheel, no data: one line, and the JSON says why).
+
+Environment: $OUT (the results folder, when --out is not given);
+$FCN_GPU_CHECK_STAND_IN=cpu makes the CPU stand in for the GPU (the rehearsal and
+the tests: no GPU needed, no time budget, small sizes for speed);
+$FCN_GPU_CHECK_FAULT plants faults (tests; scripts/gpu_parts.py).
 """
 import argparse
+import collections
 import ctypes
 import json
 import os
 import platform
+import re
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import traceback
+import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))       # fixtures.fake_png: an image header, no pixels
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("deploy", "sgd", "memory", "speed")
+SGD_MODELS = ("voc-fcn32s", "camvid-fcn8s-squeezenet")
+BUDGET_S = 420                 # the whole run on a GPU machine: well inside 8 minutes
+# Each child's limit in seconds on a GPU (deploy: per net; sgd: per model), and with
+# the CPU standing in (2 cores, every net at full size).
+LIMITS = {"deploy": (90, 900), "sgd": (150, 1200), "memory": (150, 900),
+          "speed": (240, 1200)}
+ORDER = {"cu130": 0, "cu130.cudnn9": 1}   # the CUDA build first, cuDNN's if time is left
 
-import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads)
-import caffe  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.io  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
-from PIL import Image  # noqa: E402
+# What the machine's Python must hold for Caffe and the check (import name, distribution).
+PACKAGES = [("six", "six"), ("numpy", "numpy"), ("google.protobuf", "protobuf"),
+            ("scipy", "scipy"), ("PIL", "pillow"), ("skimage", "scikit-image"),
+            ("torch", "torch")]
+PACKAGES_PROBE = r'''
+import importlib, importlib.metadata as md, json, sys
+out = {}
+for mod, dist in %r:
+    try:
+        m = importlib.import_module(mod)
+        out[dist] = {"version": md.version(dist)}
+        if dist == "torch":
+            ok = m.cuda.is_available()
+            out[dist].update(cuda=m.version.cuda, sees_gpu=ok,
+                             gpu=m.cuda.get_device_name(0) if ok else None)
+    except Exception as e:
+        out[dist] = {"error": f"{type(e).__name__}: {e}"}
+print(json.dumps(out))
+''' % (PACKAGES,)
+IMPORT_PROBE = r'''
+import ctypes, json, os
+import caffe
+info = {"caffe": os.path.dirname(caffe.__file__)}
+try:
+    info["build"] = json.load(open(os.path.join(info["caffe"], "fcn_build.json")))
+except Exception as e:
+    info["build"] = f"{type(e).__name__}: {e}"
+libs = {}
+for line in open("/proc/self/maps"):
+    path = line.split()[-1]
+    base = os.path.basename(path)
+    for name in ("libcudart.so", "libcublas.so", "libcublasLt.so", "libcurand.so",
+                 "libcudnn.so", "libcuda.so"):
+        if base.startswith(name):
+            libs[name[:-3]] = path
+info["cuda_libraries"] = libs
+if "libcudart" in libs:
+    v = ctypes.c_int()
+    ctypes.CDLL(libs["libcudart"]).cudaRuntimeGetVersion(ctypes.byref(v))
+    info["cudart_version"] = v.value
+print(json.dumps(info))
+'''
 
-import surgery  # noqa: E402  (the repository's modules)
-from fcn import caffemodel, cli, images, memory, squeezenet, zoo  # noqa: E402
-from fcn.builder import MODALITIES  # noqa: E402
-from fcn.datasets import DATASETS  # noqa: E402
-from fcn.device import build_info, use_device  # noqa: E402
-from fcn.paths import SHARED_DATA  # noqa: E402
-from fixtures import fake_png  # noqa: E402
 
-DEPLOY_TOL, ARGMAX_AGREE = 1e-4, 0.999
-SGD_ITERS = 3
+class Stop(Exception):
+    """The run cannot start: one line, exit 2."""
 
 
-class Check:
-    """The results so far, written to JSON after every part."""
+class Log:
+    """Lines to stdout and to $OUT/gpu-check.log."""
 
-    def __init__(self, path, tag, self_test):
-        self.path = Path(path)
-        self.result = {"tag": tag, "self_test": self_test, "started": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "failures": []}
+    def __init__(self, path):
+        self.file = open(path, "w", buffering=1, encoding="utf-8", errors="replace")
 
-    def part(self, name, fn, *args):
-        t0 = time.time()
-        say(f"== {name}")
-        try:
-            self.result[name] = fn(*args)
-        except Exception as e:  # every part is kept apart: one failing loses no other
-            self.result[name] = {"error": f"{type(e).__name__}: {e}",
-                                 "traceback": traceback.format_exc()[-3000:]}
-            self.result["failures"].append(f"{name}: {type(e).__name__}: {e}")
-            say(traceback.format_exc())
-        self.result.setdefault("seconds", {})[name] = round(time.time() - t0, 1)
+    def __call__(self, line, quiet=False):
+        self.file.write(line.rstrip("\n") + "\n")
+        if not quiet:
+            print(line.rstrip("\n"), flush=True)
+
+
+class Run:
+    """The whole check: its JSON, rewritten after every step."""
+
+    def __init__(self, out, stand_in):
+        self.out = out
+        self.log = Log(out / "gpu-check.log")
+        self.t0 = time.time()
+        self.data = {"passed": False, "complete": False, "reason": "running",
+                     "stand_in": stand_in, "started": stamp(), "preflight": {},
+                     "builds": {}, "failures": []}
         self.write()
 
-    def fail(self, what):
-        self.result["failures"].append(what)
-        say(f"FAIL {what}")
-
     def write(self):
-        self.result["passed"] = not self.result["failures"]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.result, indent=1, default=float) + "\n")
-        os.replace(tmp, self.path)
+        self.data["seconds"] = round(time.time() - self.t0, 1)
+        tmp = self.out / ".gpu-check.json.tmp"
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        os.replace(tmp, self.out / "gpu-check.json")
+
+    def check(self, what, ok, line, **fields):
+        """One preflight line and its record."""
+        self.data["preflight"][what] = {"ok": ok, "line": line, **fields}
+        self.log(f"preflight: {what}: {line}" + ("" if ok else "  <- PROBLEM"))
+        self.write()
 
 
-def say(msg):
-    print(msg, flush=True)
+def stamp():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-# ---------------------------------------------------------------------------
-# Devices
+def last_error(lines):
+    """The line that says why a process failed: glog's fatal line, else a Python
+    exception's last line, else the last line."""
+    lines = [l.strip() for l in lines if l.strip()]
+    fatal = [l for l in lines if re.match(r"F\d{4} ", l) or "Check failed" in l]
+    if fatal:
+        return fatal[-1][:400]
+    exc = [l for l in lines if re.match(r"[A-Za-z_.]*(Error|Exception|Interrupt)\b", l)]
+    return (exc or lines or ["(no output)"])[-1][:400]
 
 
-class Devices:
-    """Switch Caffe between the CPU and the device under test (the GPU; in a
-    self-test, the CPU again), and read the device's free memory."""
+def run_child(cmd, env, timeout, log, prefix="  "):
+    """Run cmd in its own process group, its output into the log as it comes;
+    (exit code or None when killed at its limit, a reason when it did not exit 0)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                         cwd="/", text=True, errors="replace", start_new_session=True)
+    tail = collections.deque(maxlen=60)
 
-    def __init__(self, gpu, self_test):
-        self.caffe, self.gpu, self.self_test = caffe, gpu, self_test
-        self.cudart = None
-        if not self_test:
-            for name in ("libcudart.so.13", "libcudart.so"):
-                try:
-                    self.cudart = ctypes.CDLL(name)
-                    break
-                except OSError:
-                    continue
-
-    def cpu(self):
-        self.caffe.set_mode_cpu()
-
-    def dev(self):
-        if self.self_test:
-            self.caffe.set_mode_cpu()
-        else:
-            self.caffe.set_device(self.gpu)
-            self.caffe.set_mode_gpu()
-
-    def used_bytes(self):
-        """Device memory in use (cudaMemGetInfo), or None."""
-        if self.cudart is None:
-            return None
-        free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        if self.cudart.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0:
-            return None
-        return total.value - free.value
-
-
-# ---------------------------------------------------------------------------
-# Inputs and weights
-
-
-def fill_random(net, seed=0):
-    """He-scaled random weights (activations keep their size through VGG-16),
-    bilinear deconvolutions: the FCNs whose trained weights are not here."""
-    rng = np.random.default_rng(seed)
-    for params in net.params.values():
-        w = params[0].data
-        fan_in = max(int(np.prod(w.shape[1:])), 1)
-        w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32((2 / fan_in) ** 0.5)
-        for b in params[1:]:
-            b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32) * 0.1
-    surgery.interp(net)
-
-
-def model_inputs(model, data):
-    """{input blob: 1xCxHxW float32} for a deploy net, from the real images of the
-    pack: the VOC demo photo (and for NYUDv2's other inputs, its grey level as a
-    depth in millimetres, and the photo again as HHA)."""
-    rgb = images.load_photo(data / "voc-demo/image.jpg")
-    d = DATASETS[model.eval.dataset]
-    out = {}
-    for name in [n for n, _ in MODALITIES[model.modality]]:
-        if name in ("data", "color"):
-            x = images.preprocess(rgb, d.mean) if model.modality != "hha" else \
-                (rgb.astype(np.float32) - np.float32(d.extra["hha_mean"])).transpose(2, 0, 1)
-        elif name == "depth":
-            mm = 500.0 + 40.0 * rgb.mean(axis=2)
-            x = (np.log(mm) - d.extra["depth_mean"])[None].astype(np.float32)
-        else:
-            x = (rgb.astype(np.float32) - np.float32(d.extra["hha_mean"])).transpose(2, 0, 1)
-        out[name] = np.ascontiguousarray(x, np.float32)[None]
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Parts
-
-
-def deploy(devices, data, check, models):
-    rows = []
-    for name in models:
-        model = zoo.MODELS[name]
-        before = devices.used_bytes()
-        net = caffemodel.load_net(model.net("deploy"))
-        trained = data / "weights" / f"{name}.caffemodel"
-        backbone = data / "weights" / f"{model.backbone}-fcn.caffemodel"
-        if trained.is_file():
-            caffemodel.copy_weights(net, trained)
-        else:
-            fill_random(net, seed=len(rows))
-            if backbone.is_file():        # SqueezeNet's ImageNet features, random heads
-                caffemodel.copy_weights(net, backbone, complete=False)
-        inputs = model_inputs(model, data)
-        for k, x in inputs.items():
-            net.blobs[k].reshape(*x.shape)
-        net.reshape()
-        outs = {}
-        for mode in ("cpu", "dev"):
-            getattr(devices, mode)()
-            for k, x in inputs.items():
-                net.blobs[k].data[...] = x
-            t = time.perf_counter()
-            net.forward()
-            seconds = time.perf_counter() - t
-            outs[mode] = ({h: net.blobs[f"score{h.suffix}"].data.copy() for h in model.heads},
-                          seconds)
-        used = devices.used_bytes()
-        row = {"model": name, "weights": "trained" if trained.is_file() else
-               "ImageNet backbone, random heads" if backbone.is_file() else "random",
-               "input_hw": list(next(iter(inputs.values())).shape[2:]),
-               "cpu_s": round(outs["cpu"][1], 3), "gpu_s": round(outs["dev"][1], 4),
-               "gpu_memory_mb": None if used is None or before is None
-               else round((used - before) / 2 ** 20, 1)}
-        for h in model.heads:
-            c, g = outs["cpu"][0][h], outs["dev"][0][h]
-            rng = float(c.max() - c.min()) or 1.0
-            rel = float(np.abs(g - c).max()) / rng
-            agree = float((g.argmax(1) == c.argmax(1)).mean())
-            row[f"score{h.suffix}"] = {"max_diff_over_range": rel, "argmax_agreement": agree}
-            if not (rel <= DEPLOY_TOL and agree >= ARGMAX_AGREE):
-                check.fail(f"deploy {name} score{h.suffix}: difference {rel:.2e} of the "
-                           f"range, argmax agreement {agree:.5f}")
-        say(json.dumps(row))
-        rows.append(row)
-        devices.cpu()
-        del net
-    return rows
-
-
-def without_dropout(proto):
-    """The net with its Dropout layers taken out (they run in place: nothing else
-    changes); their masks come from the CPU's and the GPU's own generators."""
-    keep = [l for l in proto.layer if l.type != "Dropout"]
-    del proto.layer[:]
-    proto.layer.extend(keep)
-    return proto
-
-
-def make_solver(model, data, tmp, input_net=None):
-    """An SGDSolver of the model's solver settings on its training net (the Python
-    data layer reading the pack, Dropout out), or on ``input_net``."""
-    s = text_format.Parse((model.dir / "solver.prototxt").read_text(),
-                          caffe_pb2.SolverParameter())
-    net = input_net or without_dropout(model.data_net("train", data_root=data))
-    s.train_net = str(tmp / f"{model.name}-train.prototxt")
-    Path(s.train_net).write_text(str(net))
-    del s.test_net[:]
-    del s.test_iter[:]
-    s.ClearField("test_interval")
-    s.snapshot_prefix = str(tmp / "snap")
-    s.display = 0
-    path = tmp / f"{model.name}-solver.prototxt"
-    path.write_text(str(s))
-    return caffe.SGDSolver(str(path))
-
-
-def sgd(devices, data, check, tmp):
-    rows = []
-    for name, init in (("voc-fcn32s", None),
-                       ("camvid-fcn8s-squeezenet", data / "weights/squeezenet-fcn.caffemodel")):
-        model = zoo.MODELS[name]
-        weights = tmp / f"{name}-init.caffemodel"
-        net = caffemodel.load_net(model.net("deploy"))
-        fill_random(net, seed=7)
-        if init is not None and init.is_file():
-            caffemodel.copy_weights(net, init, complete=False)
-        surgery.interp(net)
-        net.save(str(weights))
-        del net
-        runs = {}
-        for mode in ("cpu", "dev"):
-            getattr(devices, mode)()
-            solver = make_solver(model, data, tmp)
-            caffemodel.copy_weights(solver.net, weights, complete=False)
-            losses, t0 = [], time.perf_counter()
-            for _ in range(SGD_ITERS):
-                solver.step(1)
-                losses.append(float(solver.net.blobs["loss"].data))
-            seconds = time.perf_counter() - t0
-            runs[mode] = (losses, {k: [b.data.copy() for b in v]
-                                   for k, v in solver.net.params.items()}, seconds,
-                          list(solver.net.layers[0].ids[:1]))
-            del solver
-        devices.cpu()
-        (lc, wc, sc, _), (lg, wg, sg, _) = runs["cpu"], runs["dev"]
-        loss_rel = max(abs(a - b) / max(abs(a), 1e-30) for a, b in zip(lc, lg))
-        w_rel = max(float(np.abs(g - c).max()) / max(float(np.abs(c).max()), 1e-30)
-                    for k in wc for c, g in zip(wc[k], wg[k]))
-        row = {"model": name, "iterations": SGD_ITERS, "loss_cpu": lc, "loss_gpu": lg,
-               "loss_max_rel_diff": loss_rel, "weights_max_diff_over_max": w_rel,
-               "cpu_s": round(sc, 2), "gpu_s": round(sg, 2),
-               "data_layer": "Python data layer, whole images, batch 1"}
-        if not (loss_rel <= 1e-3 and w_rel <= 1e-3 and all(np.isfinite(lg))):
-            check.fail(f"sgd {name}: loss differs by {loss_rel:.2e}, weights by {w_rel:.2e}")
-        say(json.dumps(row))
-        rows.append(row)
-    return rows
-
-
-def timed(fn, reps, sync=lambda: None):
-    fn()
-    fn()
-    times = []
-    for _ in range(reps):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
-
-
-def speed(devices, data, check, tmp, self_test):
-    out = {}
-    hw = (64, 64) if self_test else (500, 500)
-    rng = np.random.default_rng(1)
-    x = rng.uniform(-120, 130, (1, 3, *hw)).astype(np.float32)
-    devices.dev()
-    net = caffemodel.load_net(REPO / "voc-fcn8s/deploy.prototxt")
-    fill_random(net, seed=3)
-    net.blobs["data"].reshape(1, 3, *hw)
-    net.reshape()
-    net.blobs["data"].data[...] = x
-    caffe_s, caffe_all = timed(lambda: net.forward(), 3 if self_test else 10)
-    out["fcn8s_forward"] = {"input_hw": list(hw), "caffe_s": caffe_s, "caffe_runs": caffe_all}
-    caffe_score = net.blobs["score"].data.copy()
-    torch_part(out, net, x, hw, caffe_score, self_test)
-
-    # an FCN-32s SGD iteration at 500x375: Input layers instead of the data layer
-    model = zoo.MODELS["voc-fcn32s"]
-    thw = (48, 64) if self_test else (375, 500)
-    proto = model.net("train")
-    d = proto.layer[0]
-    d.Clear()
-    d.name, d.type = "input", "Input"
-    d.top.extend(["data", "label"])
-    for dims in ([1, 3, *thw], [1, 1, *thw]):
-        d.input_param.shape.add().dim.extend(dims)
-    solver = make_solver(model, data, tmp, input_net=proto)
-    fill_random(solver.net, seed=5)
-    solver.net.blobs["data"].data[...] = rng.uniform(-120, 130, (1, 3, *thw))
-    solver.net.blobs["label"].data[...] = rng.integers(0, 21, (1, 1, *thw))
-    step_s, step_all = timed(lambda: (solver.step(1), float(solver.net.blobs["loss"].data)),
-                             2 if self_test else 5)
-    out["fcn32s_sgd_iteration"] = {"input_hw": list(thw), "caffe_s": step_s,
-                                   "caffe_runs": step_all}
-    torch_train_part(out, solver, proto, tmp, thw, self_test)
-
-    # CamVid training with the data layer: iterations per second, GPU and CPU
-    model = zoo.MODELS["camvid-fcn8s-squeezenet"]
-    for mode in ("dev", "cpu"):
-        getattr(devices, mode)()
-        camvid = make_solver(model, data, tmp, input_net=model.data_net("train", data_root=data))
-        init = data / "weights/squeezenet-fcn.caffemodel"
-        if init.is_file():
-            caffemodel.copy_weights(camvid.net, init, complete=False)
-        surgery.interp(camvid.net)
-        camvid.step(3)
-        n = 5 if self_test or mode == "cpu" else 30
-        t = time.perf_counter()
-        camvid.step(n)
-        float(camvid.net.blobs["loss"].data)
-        out.setdefault("camvid_training", {})[
-            "gpu_it_per_s" if mode == "dev" else "cpu_it_per_s"] = n / (time.perf_counter() - t)
-    devices.cpu()
-    say(json.dumps({k: {kk: vv for kk, vv in v.items() if "runs" not in kk}
-                    for k, v in out.items()}))
-    return out
-
-
-def torch_device(section, self_test):
-    """(torch, the device, a function waiting for it) for PyTorch's side of a
-    measurement; None, said in ``section``, where PyTorch is not installed."""
+    def pump():
+        for line in p.stdout:
+            tail.append(line)
+            log(prefix + line)
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
-        import torch
-    except ImportError as e:
-        section["torch"] = f"not measured: {e}"
-        return None
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    if self_test or not torch.cuda.is_available():
-        return torch, torch.device("cpu"), (lambda: None)
-    return torch, torch.device("cuda"), torch.cuda.synchronize
-
-
-def torch_part(out, net, x, hw, caffe_score, self_test):
-    """PyTorch's forward of the same net and weights on the same device."""
-    found = torch_device(out["fcn8s_forward"], self_test)
-    if found is None:
-        return
-    torch, dev, sync = found
-    from bench.torch_fcn import TorchNet      # (imports torch)
-    tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), net).train(False).to(dev)
-    tx = torch.from_numpy(x).to(dev)
-    with torch.no_grad():
-        t_s, t_all = timed(lambda: tnet(data=tx)["score"], 3 if self_test else 10, sync)
-        score = tnet(data=tx)["score"].cpu().numpy()
-    rng = float(caffe_score.max() - caffe_score.min()) or 1.0
-    out["fcn8s_forward"].update({
-        "torch_s": t_s, "torch_runs": t_all,
-        "caffe_over_torch": out["fcn8s_forward"]["caffe_s"] / t_s,
-        "torch": f"{torch.__version__} on {dev}, fp32, TF32 off",
-        "score_max_diff_over_range": float(np.abs(score - caffe_score).max()) / rng})
-    if not self_test:
-        out["fcn8s_forward"]["torch_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-
-
-def torch_train_part(out, solver, proto, tmp, thw, self_test):
-    found = torch_device(out["fcn32s_sgd_iteration"], self_test)
-    if found is None:
-        return
-    torch, dev, sync = found
-    from bench.torch_fcn import TorchNet      # (imports torch)
-    path = tmp / "fcn32s-input-train.prototxt"
-    path.write_text(str(proto))
-    tnet = TorchNet(str(path), solver.net).train().to(dev)
-    opt = tnet.sgd(base_lr=1e-10, momentum=0.99, weight_decay=5e-4)
-    x = torch.from_numpy(solver.net.blobs["data"].data.copy()).to(dev)
-    y = torch.from_numpy(solver.net.blobs["label"].data.copy()).to(dev)
-
-    def step():
-        opt.zero_grad(set_to_none=False)
-        loss = tnet(data=x, label=y)["loss"]
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-    t_s, t_all = timed(step, 2 if self_test else 5, sync)
-    out["fcn32s_sgd_iteration"].update({
-        "torch_s": t_s, "torch_runs": t_all,
-        "caffe_over_torch": out["fcn32s_sgd_iteration"]["caffe_s"] / t_s})
-
-
-def memory_check(devices, data, check, tmp, self_test):
-    """infer.py's memory model against FCN-8s's use at 500x500, and what infer.py
-    says of an image too large: one line, exit 2, nothing written."""
-    out = {}
-    model = zoo.MODELS["voc-fcn8s"]
-    path = model.dir / "deploy.prototxt"
-    proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
-    devices.dev()
-    before = devices.used_bytes()
-    net = caffemodel.load_net(path)
-    estimate = memory.memory_model(net, proto, ["data"], gpu=not self_test)
-    hw = (64, 64) if self_test else (500, 500)
-    net.blobs["data"].reshape(1, 3, *hw)
-    net.reshape()
-    net.forward()
-    used = devices.used_bytes()
-    out["fcn8s"] = {"input_hw": list(hw),
-                    "model_gb": estimate(*hw)[0] * 4 / 1e9,
-                    "weights_gb": sum(b.data.nbytes for v in net.params.values() for b in v) / 1e9,
-                    "gpu_used_gb": None if used is None or before is None
-                    else (used - before) / 1e9}
-    del net
-    devices.cpu()
-    huge = fake_png(tmp / "huge.png", 60000, 40000)
-    big = fake_png(tmp / "big.png", 3000, 3000)
-    gpu = [] if self_test else ["--gpu", "0"]
-    weights = tmp / "fcn8s-random.caffemodel"
-    net = caffemodel.load_net(path)
-    fill_random(net)
-    net.save(str(weights))
-    del net
-    for name, image, env in (("60000x40000", huge, {}),
-                             ("3000x3000 with FCN_MAX_MEMORY_GB=1", big,
-                              {"FCN_MAX_MEMORY_GB": "1"})):
-        r = subprocess.run([sys.executable, str(REPO / "infer.py"), str(image), "--model",
-                            "voc-fcn8s", "--weights", str(weights), "--out", str(tmp / "o"),
-                            *gpu], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, **env})
-        lines = [l for l in r.stderr.splitlines() if l.strip()]
-        out[f"too_large_{name}"] = {"exit": r.returncode, "stderr": r.stderr[-600:],
-                                    "stdout": r.stdout[-300:]}
-        if r.returncode != 2 or len(lines) != 1:
-            check.fail(f"memory: infer.py on a {name} image: exit {r.returncode}, "
-                       f"{len(lines)} lines on stderr")
-    say(json.dumps({k: v for k, v in out.items() if k == "fcn8s"}))
-    return out
+        rc = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        reader.join(5)
+        return None, f"killed at its time limit ({timeout:.0f} s)"
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    reader.join(5)
+    if rc == 0:
+        return 0, None
+    how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+    return rc, f"{how}: {last_error(tail)}"
 
 
 # ---------------------------------------------------------------------------
-# The data the check needs, made here from ../shared (it travels with the tree)
+# Preflight
 
 
-def prepare(dest):
-    """voc-demo (image, label), a few CamVid pairs, an SBD-format copy of the VOC demo
-    pair for voc-fcn32s's data layer, and the SqueezeNet FCN initialisation."""
-    shared = SHARED_DATA
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    (dest / "voc-demo").mkdir(parents=True)
-    for f in ("image.jpg", "label.png"):
-        shutil.copy(shared / "voc-demo" / f, dest / "voc-demo" / f)
-    sbd = dest / "sbdd/dataset"
-    (sbd / "img").mkdir(parents=True)
-    (sbd / "cls").mkdir()
-    label = np.asarray(Image.open(shared / "voc-demo/label.png"))
-    for i in ("2007_000129", "2007_000129b"):
-        shutil.copy(shared / "voc-demo/image.jpg", sbd / "img" / f"{i}.jpg")
-        scipy.io.savemat(sbd / "cls" / f"{i}.mat", {"GTcls": {
-            "Segmentation": np.where(label == 255, 0, label).astype(np.uint8)}})
-    (sbd / "train.txt").write_text("2007_000129\n2007_000129b\n")
-    cam = dest / "camvid"
-    for split, n in (("train", 8), ("val", 4)):
-        names = sorted(p.name for p in (shared / "camvid" / split).iterdir())[:n]
-        for sub in (split, f"{split}annot"):
-            (cam / sub).mkdir(parents=True)
-            for name in names:
-                shutil.copy(shared / "camvid" / sub / name, cam / sub / name)
-        (cam / f"{split}.txt").write_text("".join(
-            f"/SegNet/CamVid/{split}/{n_} /SegNet/CamVid/{split}annot/{n_}\n" for n_ in names))
-    (dest / "weights").mkdir()
-    tmp = Path(tempfile.mkdtemp())
-    squeezenet.decode_to_caffemodel(shared / "squeezenet", tmp / "sq.caffemodel")
-    surgery.make_fcn_init("squeezenet", weights=tmp / "sq.caffemodel",
-                          out=dest / "weights/squeezenet-fcn.caffemodel")
-    shutil.rmtree(tmp)
-    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    say(f"wrote {dest}: {size / 2 ** 20:.1f} MiB")
-    return dest
+def wheel_info(path):
+    """(local version tag, python tag) of one of install/wheel.py's wheels."""
+    parts = path.name[:-4].split("-")
+    if len(parts) < 5 or not parts[0] == "fcn_caffe":
+        return None, None
+    return parts[1].partition("+")[2], parts[2]
+
+
+def cuda_of(local):
+    """(major, minor) of CUDA a wheel's local tag names (cu130 -> (13, 0)), or None."""
+    m = re.match(r"cu(\d+)(\d)(\.|$)", local or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def smi(*args):
+    """nvidia-smi's answer: (the first line, None) or (None, why not)."""
+    try:
+        r = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"nvidia-smi did not answer: {e}"
+    rows = [l.strip() for l in r.stdout.splitlines() if l.strip()]
+    if r.returncode != 0 or not rows:
+        return None, f"nvidia-smi: {(r.stderr or r.stdout).strip()[:200] or 'no GPU listed'}"
+    return rows[0], None
+
+
+def gpu_line():
+    """(name, driver, memory MiB, compute capability or '?') of GPU 0 from nvidia-smi,
+    or a reason why none answers."""
+    if not shutil.which("nvidia-smi"):
+        return None, "no nvidia-smi on PATH"
+    row, why = smi("--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,"
+                   "nounits")
+    if row is None:
+        return None, why
+    cap, _ = smi("--query-gpu=compute_cap", "--format=csv,noheader")   # (newer drivers)
+    return [f.strip() for f in row.split(",")] + [cap or "?"], None
+
+
+def driver_cuda():
+    """The CUDA version the driver supports (libcuda's cuDriverGetVersion), or None."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    v = ctypes.c_int()
+    if lib.cuDriverGetVersion(ctypes.byref(v)) != 0:
+        return None
+    return v.value // 1000, (v.value % 1000) // 10
+
+
+def preflight(run, wheels, stand_in, py_env):
+    """Every check that can fail before anything runs, one line each. Returns the
+    wheels to try, in order; raises Stop when nothing can run."""
+    data = run.data
+    gpu, why = gpu_line()
+    if gpu:
+        run.check("gpu", True, f"{gpu[0]}, driver {gpu[1]}, {gpu[2]} MiB, compute capability "
+                  f"{gpu[3]}", name=gpu[0], driver=gpu[1], memory_mib=gpu[2], compute_cap=gpu[3])
+    elif stand_in:
+        run.check("gpu", True, f"none ({why}); the CPU stands in for it", name=None)
+    else:
+        run.check("gpu", False, why, name=None)
+        raise Stop(f"no NVIDIA GPU answers here ({why}); run it on a machine with one, or "
+                   "rehearse it with the CPU standing in: make gpu-rehearsal")
+    drv = driver_cuda()
+    need = max((cuda_of(wheel_info(w)[0]) for w in wheels if cuda_of(wheel_info(w)[0])),
+               default=None)
+    if drv is None:
+        run.check("driver", stand_in, "no CUDA driver (libcuda.so.1)" +
+                  ("; the CPU stands in" if stand_in else ""), cuda=None)
+    else:
+        ok = need is None or drv >= need
+        run.check("driver", ok, f"supports CUDA {drv[0]}.{drv[1]}" + (
+            f"; the wheels need {need[0]}.{need[1]}" if need else ""), cuda=list(drv))
+    pytag = "cp%d%d" % sys.version_info[:2]
+    mine = [w for w in wheels if wheel_info(w)[1] == pytag]
+    others = sorted({wheel_info(w)[1] for w in wheels} - {pytag})
+    run.check("python", bool(mine), f"{platform.python_version()} ({sys.executable}); "
+              f"{len(mine)} wheel(s) for {pytag}" + (
+                  f"; not for this Python: {', '.join(map(str, others))}" if others else ""),
+              version=platform.python_version(), executable=sys.executable)
+    r = subprocess.run([sys.executable, "-c", PACKAGES_PROBE], capture_output=True, text=True,
+                       timeout=300, env=py_env, cwd="/")
+    try:
+        found = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        found = {}
+        run.check("packages", False, f"could not be listed: {last_error(r.stderr.splitlines())}")
+    for _, dist in PACKAGES:
+        info = found.get(dist)
+        if info is None:
+            continue
+        if "error" in info:
+            run.check(dist, False, info["error"], **info)
+        elif dist == "torch":
+            sees = info.get("sees_gpu")
+            run.check(dist, bool(sees) or stand_in, f"{info['version']} (CUDA {info.get('cuda')}) "
+                      + (f"sees {info['gpu']}" if sees else "sees no GPU: Caffe is timed alone"),
+                      **info)
+        else:
+            run.check(dist, True, info["version"], **info)
+    data["wheels"] = [w.name for w in wheels]
+    if not mine:
+        raise Stop(f"no wheel for Python {platform.python_version()} ({pytag}) among "
+                   f"{len(wheels)} in the pack; make them with make gpu-rehearsal")
+    order = []
+    for w in sorted(mine, key=lambda w: (ORDER.get(wheel_info(w)[0], 9), w.name)):
+        local = wheel_info(w)[0]
+        if not cuda_of(local) and not stand_in:
+            data["builds"][local] = {"wheel": w.name, "checked": False,
+                                     "reason": "a CPU build: nothing to check on a GPU"}
+            continue
+        order.append(w)
+    run.write()
+    return order
+
+
+# ---------------------------------------------------------------------------
+# One build
+
+
+def install(wheel, target, log):
+    """The wheel into ``target`` with pip --target (no index, no dependencies), or,
+    where this Python has no pip, unpacked as pip would: (how, None) or (None, why)."""
+    target.mkdir(parents=True)
+    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"],
+                             capture_output=True).returncode == 0
+    if has_pip:
+        rc, why = run_child([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                             "--no-deps", "--no-compile", "--disable-pip-version-check",
+                             "--target", str(target), str(wheel)], os.environ, 300, log)
+        return ("pip --target", None) if rc == 0 else (None, f"pip refused it: {why}")
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(target)
+    except (OSError, zipfile.BadZipFile) as e:
+        return None, f"could not unpack it: {e}"
+    return "unpacked (this Python has no pip)", None
+
+
+class Build:
+    """One wheel's check: install, import, parts."""
+
+    def __init__(self, run, wheel, args, tmp, deadline, stand_in):
+        self.run, self.wheel, self.args, self.deadline = run, wheel, args, deadline
+        self.stand_in = stand_in
+        self.tag = wheel_info(wheel)[0]
+        self.tmp = tmp / self.tag
+        self.rec = run.data["builds"][self.tag] = {
+            "wheel": wheel.name, "checked": True, "passed": False, "complete": False,
+            "started": stamp(), "failures": [], "not_run": [], "seconds": {}}
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(self.tmp / "site"), str(ROOT)]), "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1", "GLOG_minloglevel": "2", "MPLBACKEND": "Agg"}
+
+    def fail(self, what):
+        self.rec["failures"].append(what)
+        self.run.data["failures"].append(f"{self.tag}: {what}")
+        self.run.log(f"FAIL {self.tag}: {what}")
+        self.run.write()
+
+    def left(self):
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def child(self, part, model=None):
+        """One child process of gpu_parts.py: (its result or {}, why it failed or None)."""
+        limit = LIMITS[part][1 if self.stand_in else 0]
+        left = self.left()
+        if left is not None and left < 5:
+            return None, "not run: the time budget ran out"
+        if left is not None:
+            limit = min(limit, left)
+        result = self.tmp / f"{part}-{model or 'all'}.json"
+        cmd = [sys.executable, str(ROOT / "scripts/gpu_parts.py"), part, "--data",
+               str(self.args.pack / "data"), "--result", str(result)]
+        cmd += ["--model", model] if model else []
+        cmd += ["--stand-in"] if self.stand_in else []
+        rc, why = run_child(cmd, self.env, limit, self.run.log)
+        try:
+            got = json.loads(result.read_text())
+        except (OSError, ValueError):
+            got = {}
+        for f in got.get("failures", []):
+            self.fail(f)
+        if why is None and not got.get("done"):
+            why = "ended without finishing"
+        return got, why
+
+    def go(self):
+        t0 = time.time()
+        log = self.run.log
+        log(f"== {self.tag}: {self.wheel.name}")
+        how, why = install(self.wheel, self.tmp / "site", log)
+        self.rec["install"] = how or why
+        if why:
+            return self.fail(f"install: {why}")
+        probe = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True,
+                               text=True, env=self.env, cwd="/", timeout=300)
+        try:
+            info = json.loads(probe.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            rc = probe.returncode
+            how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+            self.rec["import"] = {"ok": False, "error": f"{how}: "
+                                  f"{last_error(probe.stderr.splitlines())}"}
+            return self.fail(f"import caffe: {self.rec['import']['error']}")
+        self.rec["import"] = {"ok": True, **info}
+        cudart = info.get("cudart_version")
+        log(f"{self.tag}: import caffe: {info['caffe']}" + (
+            f"; CUDA runtime {cudart // 1000}.{cudart % 1000 // 10} from "
+            f"{info['cuda_libraries']['libcudart']}" if cudart else ""))
+        if not info["caffe"].startswith(str(self.tmp)):
+            self.fail(f"import caffe found {info['caffe']}, not the wheel's copy")
+        if self.stand_in and isinstance(info.get("build"), dict) and info["build"].get("cudnn"):
+            self.rec.update(checked="import only", complete=True,
+                            passed=not self.rec["failures"], reason="cuDNN's layers need a GPU: "
+                            "with the CPU standing in, this build is installed and imported only")
+            log(f"{self.tag}: {self.rec['reason']}")
+            self.run.write()
+            return
+        self.run.write()
+        for part in self.args.parts:
+            t = time.time()
+            if part in ("deploy", "sgd"):
+                rows = self.rec[part] = []
+                for model in (self.args.models if part == "deploy" else self.args.sgd_models):
+                    got, why = self.child(part, model)
+                    if got is None:
+                        self.rec["not_run"].append(f"{part} {model}: {why}")
+                        continue
+                    if "row" in got:
+                        rows.append(got["row"])
+                    if why:
+                        rows.append({"model": model, "crashed": why})
+                        self.fail(f"{part} {model}: {why}")
+                    self.run.write()
+            else:
+                got, why = self.child(part)
+                if got is None:
+                    self.rec["not_run"].append(f"{part}: {why}")
+                else:
+                    self.rec[part] = {k: v for k, v in got.items()
+                                      if k not in ("failures", "done", "part", "model", "pid", "python")}
+                    if why:
+                        self.rec[part]["crashed"] = why
+                        self.fail(f"{part}: {why}")
+            self.rec["seconds"][part] = round(time.time() - t, 1)
+            self.run.write()
+        self.rec["complete"] = not self.rec["not_run"]
+        self.rec["passed"] = self.rec["complete"] and not self.rec["failures"]
+        self.rec["seconds"]["all"] = round(time.time() - t0, 1)
+        self.run.write()
+
+
+def summary(tag, rec):
+    """One line of what a build measured."""
+    if not rec.get("checked", True):
+        return f"{tag}: not checked ({rec['reason']})"
+    parts = [f"{tag}: {'passed' if rec.get('passed') else 'FAILED'}"]
+    if "deploy" in rec:
+        ok = sum(1 for r in rec["deploy"] if "crashed" not in r)
+        parts.append(f"{ok} deploy nets")
+    if "sgd" in rec:
+        parts.append(f"{sum(1 for r in rec['sgd'] if 'crashed' not in r)} SGD runs")
+    speed = rec.get("speed", {})
+    for key, what in (("fcn8s_forward", "FCN-8s forward"),
+                      ("fcn32s_sgd_iteration", "FCN-32s SGD iteration")):
+        s = speed.get(key)
+        if s and "caffe_s" in s:
+            parts.append(f"{what} Caffe {s['caffe_s'] * 1e3:.1f} ms" + (
+                f", PyTorch {s['torch_s'] * 1e3:.1f} ms" if "torch_s" in s else ""))
+    if rec.get("not_run"):
+        parts.append(f"not run: {'; '.join(rec['not_run'])}")
+    return "; ".join(parts)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n")[0])
-    p.add_argument("--data", help="the folder --prepare made")
-    p.add_argument("--out", help="folder of gpu-check-<tag>.json")
-    p.add_argument("--tag", default="caffe", help="the build checked (its wheel's name)")
-    p.add_argument("--gpu", type=int, default=0)
-    p.add_argument("--prepare", metavar="DIR", help="make the data the check needs, then stop")
-    p.add_argument("--self-test", action="store_true",
-                   help="no GPU: the CPU stands in for it, at small sizes (tests the script)")
-    p.add_argument("--models", help="deploy nets to check (comma-separated; default all)")
-    p.add_argument("--parts", default="deploy,sgd,speed,memory", help="parts to run")
+    p.add_argument("wheels", nargs="*", type=Path, help="wheels (default: the pack's)")
+    p.add_argument("--out", type=Path, help="results folder (default $OUT, else out/gpu-check)")
+    p.add_argument("--pack", type=Path, default=ROOT / "out/gpu-pack",
+                   help="the folder make gpu-rehearsal fills: wheels/ and data/")
+    p.add_argument("--budget", type=float, help=f"seconds for the whole run (default "
+                   f"{BUDGET_S} on a GPU, none with the CPU standing in)")
+    p.add_argument("--models", help="deploy nets (comma-separated; default every one)")
+    p.add_argument("--sgd-models", default=",".join(SGD_MODELS),
+                   help="the nets the sgd part trains (default: %(default)s)")
+    p.add_argument("--parts", default=",".join(PARTS), help="parts to run (default: all)")
     args = p.parse_args(argv)
-    if args.prepare:
-        prepare(args.prepare)
-        return 0
-    if not args.data or not args.out:
-        raise cli.UserError("give --data (made by --prepare) and --out")
-    data, out = Path(args.data).resolve(), Path(args.out).resolve()
-    if not (data / "voc-demo/image.jpg").is_file():
-        raise cli.UserError(f"--data {data} is not what --prepare makes")
-    check = Check(out / f"gpu-check-{args.tag}.json", args.tag, args.self_test)
-    device = use_device(None, True) if args.self_test else use_device(args.gpu, False)
-    check.result["machine"] = {"device": device.record(), "python": platform.python_version(),
-                               "caffe": str(Path(caffe.__file__).parent),
-                               "build": build_info(), "cpus": os.cpu_count()}
-    try:
-        import torch
-        check.result["machine"]["torch"] = torch.__version__
-    except ImportError:
-        pass
-    check.write()
-    devices = Devices(args.gpu, args.self_test)
-    models = args.models.split(",") if args.models else list(zoo.MODELS)
-    unknown = [m for m in models if m not in zoo.MODELS]
-    if unknown:
-        raise cli.UserError(f"--models: unknown {', '.join(unknown)}")
+    out = (args.out or Path(os.environ.get("OUT") or ROOT / "out/gpu-check")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stand_in = os.environ.get("FCN_GPU_CHECK_STAND_IN") or None
+    if stand_in not in (None, "cpu"):
+        print(f"gpu_check.py: $FCN_GPU_CHECK_STAND_IN is {stand_in!r}; it can only be 'cpu'",
+              file=sys.stderr)
+        return 2
+    run = Run(out, stand_in)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    parts = {"deploy": (deploy, devices, data, check, models),
-             "sgd": (sgd, devices, data, check, tmp),
-             "speed": (speed, devices, data, check, tmp, args.self_test),
-             "memory": (memory_check, devices, data, check, tmp, args.self_test)}
-    unknown = set(args.parts.split(",")) - set(parts)
-    if unknown:
-        raise cli.UserError(f"--parts: unknown {', '.join(sorted(unknown))}; parts: "
-                            + ", ".join(parts))
-    for name in args.parts.split(","):
-        check.part(name, *parts[name])
-    shutil.rmtree(tmp, ignore_errors=True)
-    check.write()
-    say(f"{'passed' if check.result['passed'] else 'FAILED'}: {check.path}"
-        + "".join(f"\n  {f}" for f in check.result["failures"]))
-    return 0 if check.result["passed"] else 1
+    code = 1
+    try:
+        args.pack = args.pack.resolve()
+        args.parts = args.parts.split(",")
+        bad = sorted(set(args.parts) - set(PARTS))
+        if bad:
+            raise Stop(f"--parts: unknown {', '.join(bad)}; parts: {', '.join(PARTS)}")
+        known = sorted(d.name for d in ROOT.iterdir() if (d / "deploy.prototxt").is_file())
+        args.models = args.models.split(",") if args.models else known
+        args.sgd_models = args.sgd_models.split(",")
+        bad = [m for m in args.models + args.sgd_models if m not in known]
+        if bad:
+            raise Stop(f"--models/--sgd-models: unknown {', '.join(bad)}")
+        if not (args.pack / "data/voc-demo/image.jpg").is_file():
+            raise Stop(f"{args.pack}/data is not there or incomplete; it is made where "
+                       "../shared is (make gpu-rehearsal) and carried to the machine")
+        wheels = [w.resolve() for w in args.wheels] or sorted((args.pack / "wheels").glob("*.whl"))
+        missing = [str(w) for w in wheels if not w.is_file()]
+        if missing or not wheels:
+            raise Stop(f"no such wheel: {', '.join(missing)}" if missing else
+                       f"no wheel in {args.pack / 'wheels'}; make gpu-rehearsal puts them there")
+        budget = args.budget if args.budget is not None else None if stand_in else BUDGET_S
+        run.data["budget_s"] = budget
+        run.log(f"gpu-check {stamp()}: {len(wheels)} wheel(s), parts {','.join(args.parts)}, "
+                f"{len(args.models)} deploy nets" + (f", budget {budget:.0f} s" if budget else "")
+                + ("; THE CPU STANDS IN FOR THE GPU" if stand_in else ""))
+        order = preflight(run, wheels, stand_in, {**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = None if not budget else run.t0 + budget
+        took = None
+        for i, wheel in enumerate(order):
+            tag = wheel_info(wheel)[0]
+            left = None if deadline is None else deadline - time.time()
+            if i and left is not None and took is not None and left < 1.2 * took:
+                run.data["builds"][tag] = {
+                    "wheel": wheel.name, "checked": False, "reason":
+                    f"not enough time left ({left:.0f} s; the build before took {took:.0f} s)"}
+                run.log(f"{tag}: not checked, {run.data['builds'][tag]['reason']}")
+                continue
+            t = time.time()
+            Build(run, wheel, args, tmp, deadline, stand_in).go()
+            took = time.time() - t
+        checked = [r for r in run.data["builds"].values() if r.get("checked", True)]
+        run.data["complete"] = bool(checked) and all(r["complete"] for r in checked)
+        run.data["passed"] = run.data["complete"] and all(r["passed"] for r in checked)
+        run.data["reason"] = "passed" if run.data["passed"] else "; ".join(
+            run.data["failures"][:5] or [f"incomplete: {'; '.join(r.get('not_run', []))}"
+                                         for r in checked if not r["complete"]][:1]
+            or ["no build was checked"])
+        code = 0 if run.data["passed"] else 1
+    except Stop as e:
+        run.data["reason"] = str(e)
+        print(f"gpu-check: {e}", file=sys.stderr)
+        run.log(f"gpu-check: {e}", quiet=True)
+        code = 2
+    except KeyboardInterrupt:
+        run.data["reason"] = "interrupted (SIGTERM or Ctrl-C); the JSON holds what was measured"
+        run.log(f"gpu-check: {run.data['reason']}")
+        code = 130
+    except Exception as e:     # a fault of this script: said in the JSON, not lost
+        run.data["reason"] = f"gpu_check.py failed: {type(e).__name__}: {e}"
+        run.log(f"gpu-check: {run.data['reason']}")
+        raise
+    finally:
+        run.data["finished"] = stamp()
+        run.write()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if code in (0, 1):
+        for tag, rec in run.data["builds"].items():
+            run.log(summary(tag, rec))
+        run.log(f"gpu-check: {'passed' if code == 0 else 'FAILED: ' + run.data['reason']} "
+                f"({out / 'gpu-check.json'})")
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, prog="gpu_check.py"))
+    sys.exit(main())

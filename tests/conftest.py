@@ -77,6 +77,39 @@ def fill_he(net, seed=0):
     interp(net)
 
 
+def purelib(python):
+    """The site-packages folder of ``python``."""
+    return Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                                "get_paths()['purelib'])"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+
+
+def venv_with_project_packages(venv):
+    """A fresh venv of this Python whose packages are the project's .venv's (a .pth
+    file), Caffe among them unless something comes before it on the path."""
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
+    (purelib(venv / "bin/python") / "deps.pth").write_text(
+        str(purelib(REPO / ".venv/bin/python")) + "\n")
+    return venv
+
+
+@pytest.fixture(scope="session")
+def cpu_wheel():
+    """make wheel for this Python (the CPU build, from the build cache): (its path, the
+    run of install/wheel.sh)."""
+    import os
+    out = REPO / "out/wheels"
+    before = set(out.glob("*.whl")) if out.is_dir() else set()
+    r = subprocess.run(["bash", str(REPO / "install/wheel.sh")], capture_output=True, text=True,
+                       timeout=1200, env={**os.environ, "FCN_GPU": "0",
+                                          "PYTHON": sys._base_executable})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    made = [p for p in out.glob("*.whl") if p not in before] or \
+        sorted(out.glob("fcn_caffe-*+cpu-*.whl"), key=lambda p: p.stat().st_mtime)[-1:]
+    assert made, r.stdout
+    return made[-1], r
+
+
 @pytest.fixture(scope="session")
 def alexnet_weights(tmp_path_factory):
     """voc-fcn-alexnet weights (random, bilinear upsampling): the smallest FCN of the

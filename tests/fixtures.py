@@ -3,8 +3,6 @@ palette and greyscale PNG labels, 16-bit depth PNGs, MATLAB .mat files with the
 variables and structs the originals use, split lists as the originals write them.
 Each ``make_*`` writes the *raw* layout (what a download unpacks); prepare.py's
 derive step turns it into what the models read."""
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from fcn import visual
+from fcn import images, visual
 
 SIZE = (20, 28)     # H, W: small enough for VGG-16 forward/backward in a test
 
@@ -167,8 +165,4 @@ def make_all(root, seed=0):
 
 def fake_png(path, w, h):
     """A PNG header claiming w x h pixels (never decoded)."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
-    return path
+    return images.header_only_png(path, w, h)

@@ -136,37 +136,3 @@ def test_the_gpu_memory_model_holds_whole_column_buffers_and_the_weights():
     gpu_model = memory.memory_model(net, proto, ["data"], gpu=True)
     assert abs(gpu_model(500, 500)[0] - (gpu_total + weights)) <= 0.02 * gpu_total
     assert gpu_model(500, 500)[0] > cpu_model(500, 500)[0]
-
-
-def test_the_gpu_check_without_a_gpu_is_one_line(tmp_path):
-    r = subprocess.run(["bash", str(REPO / "scripts/gpu-check.sh")], capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "OUT": str(tmp_path)})
-    if GPUS:
-        pytest.skip("a GPU answers here: the check would run")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert "no NVIDIA GPU answers nvidia-smi here" in r.stderr
-
-
-def test_the_gpu_check_script_runs_with_the_cpu_standing_in(shared_data, tmp_path):
-    """scripts/gpu_check.py --self-test: its data made from ../shared, then the parts
-    that need no PyTorch, the CPU in the GPU's place, two nets: the script the one
-    GPU run depends on cannot fail on a typo."""
-    data = tmp_path / "data"
-    r = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--prepare",
-                        str(data)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
-    assert size < 16 << 20, size                     # it travels with the working tree
-    r = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--self-test",
-                        "--data", str(data), "--out", str(tmp_path / "out"), "--parts",
-                        "deploy,memory", "--models", "voc-fcn-alexnet,camvid-fcn8s-squeezenet"],
-                       capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "GLOG_minloglevel": "2"})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    result = json.loads((tmp_path / "out/gpu-check-caffe.json").read_text())
-    assert result["passed"] and result["self_test"]
-    assert [row["model"] for row in result["deploy"]] == ["voc-fcn-alexnet",
-                                                          "camvid-fcn8s-squeezenet"]
-    assert result["deploy"][1]["weights"] == "ImageNet backbone, random heads"
-    assert result["deploy"][0]["score"]["max_diff_over_range"] == 0.0
-    assert result["memory"]["too_large_60000x40000"]["exit"] == 2

@@ -108,8 +108,9 @@ def test_project_imports_are_at_the_top_of_each_file():
 
 def test_the_installer_runs_on_the_standard_library():
     """install/bundle.py and install/wheel.py run with the system Python before .venv
-    exists: they and every library module they reach import the standard library only."""
-    seen, todo = set(), ["install.bundle", "install.wheel"]
+    exists, and scripts/gpu_check.py with a GPU machine's Python, whatever it lacks: they
+    and every library module they reach import the standard library only."""
+    seen, todo = set(), ["install.bundle", "install.wheel", "scripts.gpu_check"]
     while todo:
         m = todo.pop()
         if m not in seen:

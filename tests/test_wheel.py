@@ -10,27 +10,11 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-import pytest
-
-from conftest import REPO
+from conftest import REPO, purelib, venv_with_project_packages
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    out = REPO / "out/wheels"
-    before = set(out.glob("*.whl")) if out.is_dir() else set()
-    r = subprocess.run(["bash", str(REPO / "install/wheel.sh")], capture_output=True, text=True,
-                       timeout=1200, env={**os.environ, "FCN_GPU": "0",
-                                          "PYTHON": sys._base_executable})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    made = [p for p in out.glob("*.whl") if p not in before] or \
-        sorted(out.glob("fcn_caffe-*+cpu-*.whl"), key=lambda p: p.stat().st_mtime)[-1:]
-    assert made, r.stdout
-    return made[-1], r
-
-
-def test_the_wheel_holds_caffe_and_its_libraries(wheel):
-    path, r = wheel
+def test_the_wheel_holds_caffe_and_its_libraries(cpu_wheel):
+    path, r = cpu_wheel
     tag = sysconfig.get_config_var("SOABI").split("-")[1]
     assert path.name.startswith("fcn_caffe-") and f"-cp{tag}-cp{tag}-manylinux_" in path.name
     assert "MiB" in r.stdout and "sha256" in r.stdout
@@ -44,21 +28,13 @@ def test_the_wheel_holds_caffe_and_its_libraries(wheel):
     assert build["cuda"] is False
 
 
-def test_setup_installs_it_offline_and_it_imports_without_the_build(wheel, tmp_path):
+def test_setup_installs_it_offline_and_it_imports_without_the_build(cpu_wheel, tmp_path):
     """make setup FCN_WHEEL=... (steps venv, wheel, check: pip --no-index --no-deps) into
     a fresh venv. Its pinned packages come from the project's venv through a .pth
     file, and the venv step's stamp says they are there, so nothing is downloaded."""
     import hashlib
-    path, _ = wheel
-    venv = tmp_path / "venv"
-    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
-
-    def purelib(python):
-        return subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
-                               "get_paths()['purelib'])"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    (Path(purelib(venv / "bin/python")) / "deps.pth").write_text(
-        purelib(REPO / ".venv/bin/python") + "\n")
+    path, _ = cpu_wheel
+    venv = venv_with_project_packages(tmp_path / "venv")
     (venv / ".fcn-requirements").write_text(
         hashlib.sha256((REPO / "requirements.txt").read_bytes()).hexdigest() + "\n")
     r = subprocess.run(["bash", str(REPO / "install/setup.sh")], capture_output=True, text=True,
