@@ -2,8 +2,8 @@
 
     python reference.py export MODEL_DIR --weights W --image IMG --out ref.npz
     python reference.py compare A.npz B.npz [--rtol R] [--atol A]
-    python reference.py onnx MODEL_DIR [--weights W] --out model.onnx
-    python reference.py kit MODEL_DIR [--weights W] --out DIR [--image IMG ...]
+    python reference.py onnx MODEL_DIR [--weights W] [--size HxW] --out model.onnx
+    python reference.py kit MODEL_DIR [--weights W] [--size HxW] --out DIR [--image IMG ...]
 
 ``export`` runs the model's deploy net on one image and saves, in one .npz:
 ``input/<blob>`` (the preprocessed input exactly as the net saw it),
@@ -19,11 +19,14 @@ outside |a - b| <= atol + rtol * |b|; a file that is not a reference .npz
 (or a negative tolerance) exits 2.
 
 ``onnx`` writes the deploy net with its weights as ONNX (fcn/onnx_export.py), checked
-by onnx.checker with full shape inference. ``kit`` fills a folder with what a port
-author needs: the ONNX file, the input images, a reference archive per image (its
-blobs; the weights are in the ONNX file), the classes and palette, and check.py,
-which compares a port's blobs with the reference and names the first layer that
-diverges (docs/ports.md).
+by onnx.checker with full shape inference, for any input size, or with ``--size HxW``
+for that size only (what OpenCV 4.x and other static-shape consumers read). Its
+metadata holds each input's preprocessing (the dataset reader's recipe). ``kit``
+fills a folder with what a port author needs: the ONNX file, the input images (with
+``--size``, each image's centre HxW), a reference archive per image (its blobs; the
+weights are in the ONNX file), the classes and palette, and check.py, which compares
+a port's blobs with the reference and names the first layer that diverges
+(docs/ports.md).
 """
 import argparse
 import json
@@ -38,12 +41,13 @@ import caffe
 import google.protobuf
 import numpy as np
 import PIL
+from PIL import Image
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 import infer
-from fcn import caffemodel, checker, cli, files, onnx_export, visual, zoo
-from fcn.datasets import DATASETS, head_classes
+from fcn import caffemodel, checker, cli, files, images, onnx_export, visual, zoo
+from fcn.datasets import head_classes
 from fcn.device import use_device
 from fcn.paths import CAFFE_DIR, REPO, SHARED_DATA, sdist_env
 
@@ -94,8 +98,7 @@ def reference_arrays(seg, image, device, params=True):
         "weights": str(seg.weights), "weights_sha256": seg.weights_sha256,
         "image": str(image), "image_sha256": files.checksum(image),
         "image_hw": list(rgb.shape[:2]),
-        "preprocessing": PREPROCESSING,
-        "mean_bgr": list(seg.mean),
+        "preprocessing": model.input_recipes(),
         "conv_forward": conv_forward(device),
         "outputs": outputs(model),
         "layers": [{"name": l.name, "type": l.type, "bottom": list(l.bottom), "top": list(l.top)}
@@ -107,7 +110,9 @@ def reference_arrays(seg, image, device, params=True):
     return arrays
 
 
-PREPROCESSING = "RGB -> BGR, float32, minus mean (BGR), HxWxC -> CxHxW"
+def preprocessing_text(recipes):
+    """Each input's recipe in words (zoo.Model.input_recipes)."""
+    return "; ".join(f"{i}: {r['steps']}" for i, r in recipes.items())
 
 
 def outputs(model):
@@ -152,17 +157,37 @@ def deploy_net(model, weights):
     return proto, caffemodel.load_net(path, weights), files.checksum(weights)
 
 
-def onnx_model(model, proto, net, weights, weights_sha256):
-    """The ONNX model (bytes) of a deploy net with its weights, checked."""
-    mean = DATASETS[model.eval.dataset].mean
+def onnx_model(model, proto, net, weights, weights_sha256, size=None):
+    """The ONNX model (bytes) of a deploy net with its weights, checked; for inputs of
+    any size, or of ``size`` (H, W) only. Its metadata says how to make each input
+    (zoo.Model.input_recipes)."""
+    recipes = model.input_recipes()
     meta = {"model": model.name, "dataset": model.eval.dataset,
             "weights": Path(weights).name, "weights_sha256": weights_sha256,
-            "classes": classes_of(model), "mean_bgr": list(mean) if mean else None,
-            "preprocessing": PREPROCESSING,
+            "classes": classes_of(model), "preprocessing": recipes,
+            "input_size": f"{size[0]}x{size[1]}" if size else "any",
             "made_by": "reference.py onnx of the FCN reference reproduction on Caffe"}
-    doc = (f"{model.name}: the FCN deploy net with the weights {Path(weights).name}. "
-           f"Input: {PREPROCESSING}; output: class scores per pixel (argmax over axis 1).")
-    return onnx_export.export(proto, net, outputs(model), meta, doc)
+    doc = (f"{model.name}: the FCN deploy net with the weights {Path(weights).name}, "
+           f"for inputs of {size_text(size)}. Inputs: {preprocessing_text(recipes)}. "
+           "Outputs: class scores per pixel (argmax over axis 1).")
+    return onnx_export.export(proto, net, outputs(model), meta, doc, size=size)
+
+
+def size_text(size):
+    return "any size" if size is None else f"{size[0]}x{size[1]} only"
+
+
+def input_dims(proto, size):
+    """{Input blob: its dims in the export, as text}."""
+    hw = "H, W" if size is None else f"{size[0]}, {size[1]}"
+    out = {}
+    for layer in proto.layer:
+        if layer.type == "Input":
+            shapes = list(layer.input_param.shape)
+            for i, top in enumerate(layer.top):
+                c = shapes[min(i, len(shapes) - 1)].dim[1]
+                out[top] = f"({'N' if size is None else 1}, {c}, {hw})"
+    return out
 
 
 def is_our_onnx(path):
@@ -179,10 +204,11 @@ def save_onnx(data, out):
     return files.write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def kit_images(images):
-    """The kit's input images: those given, else the shared data's (KIT_IMAGES)."""
-    if images:
-        paths = [Path(p) for p in images]
+def kit_images(given, size=None):
+    """The kit's input images: those given, else the shared data's (KIT_IMAGES); with
+    a ``size`` (H, W), each at least that large (its centre is what the kit takes)."""
+    if given:
+        paths = [Path(p) for p in given]
     else:
         paths = [SHARED_DATA / p for p in KIT_IMAGES]
         if not all(p.is_file() for p in paths):
@@ -196,7 +222,18 @@ def kit_images(images):
     if twice:
         raise cli.UserError(f"two images named {twice[0]}.*: their references would have "
                             "the same name; rename one")
+    for p in paths if size else ():
+        h, w = images.load_photo(p).shape[:2]        # as inference reads it: EXIF applied
+        if h < size[0] or w < size[1]:
+            raise cli.UserError(f"image {p} is {h}x{w}, smaller than --size "
+                                f"{size[0]}x{size[1]}; give a smaller --size or larger images")
     return paths
+
+
+def centre(rgb, size):
+    """The centre (H, W) = ``size`` of an image."""
+    top, left = (rgb.shape[0] - size[0]) // 2, (rgb.shape[1] - size[1]) // 2
+    return rgb[top:top + size[0], left:left + size[1]]
 
 
 KIT_README = """\
@@ -204,45 +241,58 @@ KIT_README = """\
 
 Made by `python reference.py kit` of the FCN reference reproduction (docs/ports.md).
 
-- `{model}.onnx`: the deploy net with its weights (opset {opset}); input{s} {inputs}
-  (N, C, H, W, any H and W), output{so} {outputs}; every intermediate value is named
+- `{model}.onnx`: the deploy net with its weights (opset {opset}), for inputs of
+  {size}; input{s} {inputs}, output{so} {outputs}; every intermediate value is named
   after the Caffe blob that holds it.
-- `images/`: the input images; `reference/<image>.npz`: Caffe's blobs for each
+- `images/`: the input images{crop}; `reference/<image>.npz`: Caffe's blobs for each
   (`input/<name>` the preprocessed input, `blob/<name>` every blob, `meta` the layer
-  list); preprocessing: {preprocessing}, mean (BGR) {mean}.
-- `classes.json`: the class names of each output, the palette, the mean.
+  list).
+- Preprocessing (also in the ONNX file's metadata and in classes.json):
+{preprocessing}
+- `classes.json`: the class names of each output, the palette, the preprocessing.
 - `check.py` (numpy only): `python check.py reference/<image>.npz port.npz`, where
   port.npz holds your framework's values for any of the blobs (`np.savez("port.npz",
   score=..., pool5=...)`), prints each blob's error and the first layer that diverges.
 """
 
 
-def kit(model, weights, images, out, device):
-    """Fill ``out`` with the port kit (see KIT_README); returns the files written."""
+def kit(model, weights, paths, out, device, size=None):
+    """Fill ``out`` with the port kit (see KIT_README); returns the files written. With
+    a ``size`` (H, W): the fixed-size export, and each image's centre H x W as a PNG
+    (the pixels its reference is computed from)."""
     seg = segmenter(model, weights, device)
-    m = onnx_model(model, seg.proto, seg.net, weights, seg.weights_sha256)
+    m = onnx_model(model, seg.proto, seg.net, weights, seg.weights_sha256, size)
     written = [save_onnx(m, out / f"{model.name}.onnx")]
     del m
     (out / "images").mkdir(exist_ok=True)
     (out / "reference").mkdir(exist_ok=True)
-    for image in images:
-        copy = out / "images" / image.name
-        written.append(files.write_atomic(copy, lambda tmp: shutil.copyfile(image, tmp)))
-        arrays = reference_arrays(seg, image, device, params=False)
+    for image in paths:
+        if size:
+            crop = centre(images.load_photo(image), size)
+            copy = out / "images" / f"{image.stem}.png"
+            written.append(files.write_atomic(copy, lambda tmp: Image.fromarray(crop)
+                                              .save(tmp, format="PNG")))
+        else:
+            copy = out / "images" / image.name
+            written.append(files.write_atomic(copy, lambda tmp: shutil.copyfile(image, tmp)))
+        arrays = reference_arrays(seg, copy if size else image, device, params=False)
         written.append(save_npz(arrays, out / "reference" / f"{image.stem}.npz"))
+    recipes = model.input_recipes()
     info = {"model": model.name, "outputs": classes_of(model),
-            "palette": visual.palette().tolist(), "mean_bgr": list(seg.mean),
-            "preprocessing": PREPROCESSING}
+            "palette": visual.palette().tolist(), "preprocessing": recipes}
     written.append(files.write_atomic(out / "classes.json", lambda tmp: Path(tmp).write_text(
         json.dumps(info, indent=1) + "\n")))
     written.append(files.write_atomic(out / "check.py", lambda tmp: shutil.copyfile(
         checker.__file__, tmp)))
     inputs = seg.inputs
+    dims = input_dims(seg.proto, size)
     text = KIT_README.format(
-        model=model.name, opset=onnx_export.OPSET, s="s" if len(inputs) > 1 else "",
-        inputs=", ".join(f"`{i}`" for i in inputs), so="s" if len(outputs(model)) > 1 else "",
-        outputs=", ".join(f"`{o}`" for o in outputs(model)), preprocessing=PREPROCESSING,
-        mean=", ".join(f"{v:g}" for v in seg.mean))
+        model=model.name, opset=onnx_export.OPSET, size=size_text(size),
+        s="s" if len(inputs) > 1 else "", inputs=", ".join(f"`{i}` {dims[i]}" for i in inputs),
+        so="s" if len(outputs(model)) > 1 else "",
+        outputs=", ".join(f"`{o}`" for o in outputs(model)),
+        crop=f" (each image's centre {size[0]}x{size[1]}, as PNG)" if size else "",
+        preprocessing="\n".join(f"  - `{i}`: {r['steps']}" for i, r in recipes.items()))
     written.append(files.write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(text)))
     return written
 
@@ -283,10 +333,14 @@ def main(argv=None):
     o = sub.add_parser("onnx", help="the deploy net with its weights as ONNX")
     o.add_argument("model", metavar="MODEL_DIR")
     o.add_argument("--weights", help="default: the model's weights by the zoo's rule")
+    o.add_argument("--size", metavar="HxW", help="for inputs of this size only (static "
+                   "dimensions: OpenCV 4.x, TensorRT); default: any size")
     o.add_argument("--out", required=True, metavar="FILE.onnx")
     k = sub.add_parser("kit", help="a folder with what a port author needs")
     k.add_argument("model", metavar="MODEL_DIR")
     k.add_argument("--weights", help="default: the model's weights by the zoo's rule")
+    k.add_argument("--size", metavar="HxW", help="the fixed-size export, and each image's "
+                   "centre of this size; default: any size, the whole images")
     k.add_argument("--out", required=True, metavar="DIR")
     k.add_argument("--image", action="append",
                    help="an input image (repeatable; default: two of the shared data)")
@@ -337,13 +391,14 @@ def model_and_weights(args):
 
 def onnx_command(args):
     model, weights = model_and_weights(args)
+    size = cli.image_size("--size", args.size) if args.size else None
     out = cli.output_file(args.out, "--out")
     files.check_replaceable(out, "--out", inputs=[weights], ours=is_our_onnx)
     use_device(None, True)                  # the weights are read on the CPU
     proto, net, sha = deploy_net(model, weights)
-    save_onnx(onnx_model(model, proto, net, weights, sha), out)
-    inputs = [t for layer in proto.layer if layer.type == "Input" for t in layer.top]
-    print(f"wrote {out}: {model.name}, inputs {', '.join(inputs)} (N, C, H, W), outputs "
+    save_onnx(onnx_model(model, proto, net, weights, sha, size), out)
+    inputs = ", ".join(f"{i} {d}" for i, d in input_dims(proto, size).items())
+    print(f"wrote {out}: {model.name}, inputs {inputs}, outputs "
           f"{', '.join(outputs(model))}, opset {onnx_export.OPSET}, "
           f"{out.stat().st_size / 1e6:.1f} MB; onnx.checker passed")
     return 0
@@ -351,15 +406,16 @@ def onnx_command(args):
 
 def kit_command(args):
     model, weights = model_and_weights(args)
-    images = kit_images(args.image)
+    size = cli.image_size("--size", args.size) if args.size else None
+    paths = kit_images(args.image, size)
     out = cli.output_dir(args.out, "--out")
     files.claim_folder(out, "--out", "reference.py kit")
     device = use_device(args.gpu, args.cpu)
     print(device, flush=True)
-    written = kit(model, weights, images, out, device)
+    written = kit(model, weights, paths, out, device, size)
     print(f"wrote {out}: {', '.join(str(Path(w).relative_to(out)) for w in written)}")
     print(f"check a port with: python {out / 'check.py'} {out / 'reference'}/"
-          f"{images[0].stem}.npz port.npz")
+          f"{paths[0].stem}.npz port.npz")
     return 0
 
 

@@ -4,6 +4,7 @@ edge, before any long work starts: numbers, output folders and files, environmen
 variables, the device flags."""
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from fcn.errors import FcnError, UserError
 
-__all__ = ["FcnError", "UserError", "run", "finite", "output_dir", "output_file",
+__all__ = ["FcnError", "UserError", "run", "finite", "image_size", "output_dir", "output_file",
            "env_path", "env_number", "env_choice", "check_environment", "add_device_flags"]
 
 
@@ -101,6 +102,16 @@ def finite(flag, value, low=None, high=None, low_open=False, high_open=False):
         rng = f"a finite number in {lo or '(-inf'}, {hi or 'inf)'}"
         raise UserError(f"{flag} must be {rng}, got {value}")
     return value
+
+
+def image_size(flag, text):
+    """(H, W) from "HxW" (two whole numbers of at least 1); one line naming ``flag``
+    otherwise."""
+    m = re.fullmatch(r"([0-9]+)[xX]([0-9]+)", str(text))
+    if not m or min(int(m[1]), int(m[2])) < 1:
+        raise UserError(f"{flag} must be HxW, two whole numbers of at least 1 (height x "
+                        f"width, as 375x500), got {text!r}")
+    return int(m[1]), int(m[2])
 
 
 def output_dir(path, flag):

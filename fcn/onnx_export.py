@@ -15,6 +15,12 @@ per-channel factor (the at-once net, SqueezeNet's feature scaling); LRN across
 channels (Caffe's and ONNX's formulas agree: x / (k + alpha/n * sum x^2)^beta);
 Concat; ReLU. Dropout is the identity at test time and is left out. Any other
 layer type is refused in one line naming the layer.
+
+With a ``size`` (H, W) the export is for that input size only, for the consumers
+that read no free dimension (OpenCV 4.x refuses them in parseShape; TensorRT and
+other static-shape engines want them fixed): N = 1, H and W fixed, and the crop's
+reference size read by a plain Shape and a Slice of it, since OpenCV 4.x reads no
+Shape with start and end (opset 15; parseSlice). Everything else is the same.
 """
 import json
 
@@ -58,7 +64,8 @@ def _conv_attrs(p):
 class _Graph:
     """ONNX nodes and initializers, with Caffe blob names mapped to value names."""
 
-    def __init__(self, proto):
+    def __init__(self, proto, fixed=False):
+        self.fixed = fixed                    # a fixed-size export (export's size)
         self.nodes, self.inits = [], []
         self.value = {}                       # blob -> the ONNX value holding it now
         # the last layer that writes a blob names its value after the blob; an
@@ -139,7 +146,14 @@ def _convert(g, layer, net):
         offsets = list(p.offset) or [0]
         offsets = offsets * len(axes) if len(offsets) == 1 else offsets
         shape = f"{name}/shape"
-        g.node("Shape", [ins[1]], [shape], f"{name}/shape", start=axis, end=4)
+        if g.fixed:                           # what OpenCV 4.x reads: Shape, then Slice
+            g.node("Shape", [ins[1]], [f"{name}/fullshape"], f"{name}/fullshape")
+            g.node("Slice", [f"{name}/fullshape",
+                             g.const(f"{name}/from", np.array([axis], np.int64)),
+                             g.const(f"{name}/to", np.array([4], np.int64))],
+                   [shape], f"{name}/shape")
+        else:
+            g.node("Shape", [ins[1]], [shape], f"{name}/shape", start=axis, end=4)
         starts = g.const(f"{name}/starts", np.array(offsets, np.int64))
         ends = f"{name}/ends"
         g.node("Add", [starts, shape], [ends], f"{name}/ends")
@@ -204,12 +218,14 @@ def _chain(g, op, ins, out, name):
         acc = nxt
 
 
-def export(proto, net, outputs, metadata=None, doc=""):
+def export(proto, net, outputs, metadata=None, doc="", size=None):
     """The serialized ONNX model (bytes) of a deploy net (``proto``, its NetParameter;
     ``net``, the caffe.Net holding its weights) with the blobs ``outputs`` as the
-    graph's outputs, checked by onnx.checker with full shape inference. The weights
-    are copied once into the model, once into the bytes (a VGG-16 FCN is 0.5 GB)."""
-    g = _Graph(proto)
+    graph's outputs, checked by onnx.checker with full shape inference; for inputs of
+    any size, or of ``size`` (H, W) only (the module's docstring). The weights are
+    copied once into the model, once into the bytes (a VGG-16 FCN is 0.5 GB)."""
+    g = _Graph(proto, fixed=size is not None)
+    n, hw = ("N", ["H", "W"]) if size is None else (1, [int(v) for v in size])
     inputs = []
     for layer in proto.layer:
         if layer.type == "Input":
@@ -219,7 +235,7 @@ def export(proto, net, outputs, metadata=None, doc=""):
                 if len(dims) != 4:
                     raise ExportError(f"input {top!r} has {len(dims)} axes; N, C, H, W expected")
                 inputs.append(helper.make_tensor_value_info(
-                    top, TensorProto.FLOAT, ["N", int(dims[1]), "H", "W"]))
+                    top, TensorProto.FLOAT, [n, int(dims[1]), *hw]))
                 g.value[top] = top
             continue
         missing = [b for b in layer.bottom if b not in g.value]
@@ -231,7 +247,7 @@ def export(proto, net, outputs, metadata=None, doc=""):
         if g.value.get(o) != o:
             raise ExportError(f"output {o!r} is not a blob of the net")
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT,
-                                          ["N", int(net.blobs[o].data.shape[1]), None, None])
+                                          [n, int(net.blobs[o].data.shape[1]), None, None])
             for o in outputs]
     graph = helper.make_graph(g.nodes, proto.name or "fcn", inputs, outs, doc_string=doc)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

@@ -17,7 +17,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from fcn import datasets
-from fcn.builder import BuildError, Data, Head, classifier, fcn
+from fcn.builder import MODALITIES, BuildError, Data, Head, classifier, fcn
 from fcn.downloads import DL, Known
 from fcn.paths import OUT, REPO
 from fcn.prototxt import to_text
@@ -95,6 +95,12 @@ class Model:
     @property
     def dir(self):
         return REPO / self.name
+
+    def input_recipes(self):
+        """{deploy net input: how a port makes it from a raw image} (Reader.recipe of its
+        dataset: what the data layer does, from the dataset's facts)."""
+        inputs = [name for name, _ in MODALITIES[self.modality]]
+        return datasets.DATASETS[self.eval.dataset].input_recipes(self.modality, inputs)
 
     def data_needs(self):
         """What a data root must hold to train and score this model (datasets.holds)."""

@@ -1,24 +1,28 @@
 """reference.py onnx and kit: the command's file (metadata, replacing only its own
-files) and its one-line refusals; a layer ONNX cannot express; the kit's standalone
-checker on a port (onnxruntime on the kit's ONNX file) that agrees, and on one with
-a planted difference in one layer, which it names. (Every model's export against
-Caffe: tests/test_zoo.py.)"""
+files) and its one-line refusals; a layer ONNX cannot express; the fixed-size export
+(--size) that OpenCV 4.x reads; the kit's standalone checker on a port (onnxruntime
+on the kit's ONNX file) that agrees, and on one with a planted difference in one
+layer, which it names. (Every model's export against Caffe, fed by its metadata's
+recipe, and its fixed-size export in OpenCV: tests/test_zoo.py.)"""
 import ast
 import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from PIL import Image
 
 import caffe
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
 from conftest import REPO
-from fcn import caffemodel, onnx_export
+from fcn import caffemodel, files, images, onnx_export, zoo
+from fcn.datasets import DATASETS
 
 caffe.set_mode_cpu()
 
@@ -49,18 +53,112 @@ def test_onnx_command_writes_a_checked_file_and_refuses_mistakes(alexnet_weights
     meta = {p.key: p.value for p in m.metadata_props}
     assert meta["model"] == "voc-fcn-alexnet" and json.loads(meta["classes"])["score"][15] == \
         "person"
+    recipe = json.loads(meta["preprocessing"])["data"]
+    assert recipe["kind"] == "color" and recipe["channels"] == [2, 1, 0]
+    assert recipe["mean"] == list(DATASETS["voc"].mean) and recipe["log_min"] is None
+    assert meta["input_size"] == "any"
+    assert [d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] \
+        == ["N", 3, "H", "W"]
     r = run("onnx", "voc-fcn-alexnet", "--weights", alexnet_weights, "--out", "a.onnx",
             cwd=tmp_path)                                            # its own file: replaced
     assert r.returncode == 0, r.stderr
     (tmp_path / "mine.onnx").write_bytes(b"someone else's model")
     for args, says in [(["--out", "mine.onnx"], "was not written by"),
                        (["--out", tmp_path], "is a folder"),
+                       (["--size", "64", "--out", "b.onnx"], "--size must be HxW"),
+                       (["--size", "0x64", "--out", "b.onnx"], "--size must be HxW"),
+                       (["--size", "64x-8", "--out", "b.onnx"], "--size must be HxW"),
                        (["--weights", "nope.caffemodel", "--out", "b.onnx"], "not found")]:
         if "--weights" not in args:
             args = ["--weights", alexnet_weights, *args]
         r = run("onnx", "voc-fcn-alexnet", *args, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
     assert (tmp_path / "mine.onnx").read_bytes() == b"someone else's model"
+
+
+def caffe_scores(weights, x):
+    net = caffemodel.load_net(REPO / "voc-fcn-alexnet/deploy.prototxt", weights)
+    net.blobs["data"].reshape(*x.shape)
+    net.reshape()
+    return net.forward(data=x)["score"].copy()
+
+
+def assert_scores_agree(got, want):
+    err = float(np.abs(got - want).max()) / float(np.abs(want).max())
+    agree = float((got.argmax(1) == want.argmax(1)).mean())
+    assert got.shape == want.shape and err <= 1e-4 and agree >= 0.999, (err, agree)
+
+
+def test_onnx_size_writes_a_fixed_size_export_that_opencv_4_reads(alexnet_weights,
+                                                                  shared_data, tmp_path):
+    """OpenCV 4.x (the last line with a Caffe importer) refused every export: free N, H
+    and W (parseShape) and the crop's Shape(start, end) of opset 15 (parseSlice).
+    --size HxW: static input dims and the crop as a plain Shape -> Slice."""
+    r = run("onnx", "voc-fcn-alexnet", "--weights", alexnet_weights, "--out", "any.onnx",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(cv2.error, match="isDynamicShape"):       # why --size exists
+        cv2.dnn.readNetFromONNX(str(tmp_path / "any.onnx"))
+    r = run("onnx", "voc-fcn-alexnet", "--weights", alexnet_weights, "--size", "64x80",
+            "--out", "fixed.onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "(1, 3, 64, 80)" in r.stdout
+    m = onnx.load(str(tmp_path / "fixed.onnx"))
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 80]
+    assert {p.key: p.value for p in m.metadata_props}["input_size"] == "64x80"
+    assert not [n.name for n in m.graph.node if n.op_type == "Shape" and n.attribute]
+
+    x = images.preprocess(images.rgb_array(shared_data / "photos/cat.bmp")[:64, :80],
+                          DATASETS["voc"].mean)[None]
+    cv = cv2.dnn.readNetFromONNX(str(tmp_path / "fixed.onnx"))
+    cv.setInput(x, "data")
+    assert_scores_agree(cv.forward("score"), caffe_scores(alexnet_weights, x))
+
+
+def test_kit_size_crops_the_images_for_its_fixed_size_export(alexnet_weights, shared_data,
+                                                             tmp_path):
+    """kit --size HxW: the fixed-size export, each image's centre HxW (a PNG: the pixels
+    the reference saw), and references at that size; OpenCV 4.x on the kit's ONNX file
+    and the image, prepared by the file's metadata alone, gives the reference's scores.
+    An image smaller than the size is refused before anything is written."""
+    cat = shared_data / "photos/cat.bmp"
+    r = run("kit", "voc-fcn-alexnet", "--weights", alexnet_weights, "--size", "4000x64",
+            "--out", "big", "--image", cat, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert str(cat) in r.stderr and "smaller than --size 4000x64" in r.stderr
+    assert not (tmp_path / "big").exists()
+
+    r = run("kit", "voc-fcn-alexnet", "--weights", alexnet_weights, "--size", "64x80",
+            "--out", "kit", "--image", cat, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    kit = tmp_path / "kit"
+    png = kit / "images/cat.png"
+    rgb = images.rgb_array(cat)
+    top, left = (rgb.shape[0] - 64) // 2, (rgb.shape[1] - 80) // 2
+    assert (np.asarray(Image.open(png)) == rgb[top:top + 64, left:left + 80]).all()
+    ref = np.load(kit / "reference/cat.npz")
+    meta = json.loads(str(ref["meta"]))
+    assert meta["image_sha256"] == files.checksum(png) and meta["image_hw"] == [64, 80]
+    assert "64x80" in (kit / "README.md").read_text()
+
+    m = onnx.load(str(kit / "voc-fcn-alexnet.onnx"))
+    recipe = json.loads({p.key: p.value for p in m.metadata_props}["preprocessing"])["data"]
+    x = np.asarray(Image.open(png), np.float32)[:, :, recipe["channels"]] - recipe["mean"]
+    x = np.ascontiguousarray(x.transpose(2, 0, 1), np.float32)[None]
+    np.testing.assert_allclose(x, ref["input/data"], rtol=0, atol=1e-4)
+    cv = cv2.dnn.readNetFromONNX(str(kit / "voc-fcn-alexnet.onnx"))
+    cv.setInput(x, "data")
+    assert_scores_agree(cv.forward("score"), ref["blob/score"])
+
+
+def test_ports_md_states_each_inputs_recipe():
+    """The preprocessing a port needs, for every input of every model: docs/ports.md
+    states each recipe the ONNX metadata and the kit give (Reader.recipe: one home),
+    word for word. It said "RGB -> BGR minus the mean" for HHA and depth too."""
+    text = (REPO / "docs/ports.md").read_text()
+    missing = {(name, i, r["steps"]) for name, m in zoo.MODELS.items()
+               for i, r in m.input_recipes().items() if f"`{r['steps']}`" not in text}
+    assert not missing
 
 
 def test_the_kit_checks_a_port_and_names_the_layer_that_diverges(alexnet_weights, shared_data,
@@ -74,6 +172,9 @@ def test_the_kit_checks_a_port_and_names_the_layer_that_diverges(alexnet_weights
         "README.md", "check.py", "classes.json", "images", "reference", "voc-fcn-alexnet.onnx"]
     info = json.loads((kit / "classes.json").read_text())
     assert len(info["outputs"]["score"]) == 21 and info["palette"][15] == [192, 128, 128]
+    recipe = zoo.MODELS["voc-fcn-alexnet"].input_recipes()["data"]
+    assert info["preprocessing"] == {"data": recipe}
+    assert recipe["steps"] in (kit / "README.md").read_text()
 
     # The checker is standalone: numpy and the standard library only.
     tree = ast.parse((kit / "check.py").read_text())

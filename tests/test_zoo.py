@@ -1,22 +1,27 @@
 """The model zoo: generated files are what the builder makes today, every deploy
-net runs at any input size and its ONNX export (reference.py onnx) computes the
-same under onnxruntime, train/val nets match their deploy nets, and the FCN-VGG16
-params line up with VGG-16's so surgery can fill them."""
+net runs at any input size; its ONNX export (reference.py onnx), fed as its metadata
+alone says, computes the same under onnxruntime, and its fixed-size export under
+OpenCV 4.x; train/val nets match their deploy nets, and the FCN-VGG16 params line up
+with VGG-16's so surgery can fill them."""
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
+from PIL import Image
 
 import caffe
 from caffe.proto import caffe_pb2
 
-from fcn import builder, caffemodel, images, onnx_export, prototxt, zoo
+import reference
+from fcn import builder, caffemodel, images, prototxt, zoo
 from fcn.datasets import DATASETS
 from fcn.paths import SHARED_DATA
 from conftest import REPO, fill_he
@@ -31,7 +36,8 @@ RELEASE_DIRS = {
 }
 # Largest first: Caffe grows its buffers once and reuses them for smaller inputs.
 SIZES = [(37, 53), (1, 1)]     # (a whole VOC image: tests/test_infer_reference.py)
-# Caffe against onnxruntime: crops of a real photo, (H, W), one of them odd.
+# Caffe against onnxruntime: crops of a real photo, (H, W), one of them odd; the
+# fixed-size export (OpenCV 4.x) at the first.
 PHOTO_SIZES = [(75, 101), (128, 96)]
 PHOTO = SHARED_DATA / "voc-demo/image.jpg"
 
@@ -77,7 +83,8 @@ def outputs(model):
 
 
 @pytest.mark.parametrize("name", sorted(zoo.MODELS))
-def test_deploy_net_at_any_size_and_its_onnx_export(name, classifier_shapes, request):
+def test_deploy_net_at_any_size_and_its_onnx_export(name, classifier_shapes, request,
+                                                    tmp_path):
     model = zoo.MODELS[name]
     net = caffe.Net(str(REPO / name / "deploy.prototxt"), caffe.TEST)
 
@@ -119,12 +126,16 @@ def test_deploy_net_at_any_size_and_its_onnx_export(name, classifier_shapes, req
 
     # Its ONNX export: onnx.checker with full shape inference, then onnxruntime on
     # the CPU against Caffe (the runtime's basic graph optimisations; the rest are
-    # its own business and cost seconds per net).
+    # its own business and cost seconds per net), fed as a port would be: raw files
+    # (an RGB image, an HHA image, a depth map in millimetres) made into inputs by
+    # the recipe in the file's metadata and nothing else; Caffe gets them through the
+    # project's own preprocessing (infer.py's, or the dataset reader's).
     proto = parse(f"{name}/deploy.prototxt")
-    data = onnx_export.export(proto, net, outputs(model))
+    data = reference.onnx_model(model, proto, net, "random.caffemodel", "0" * 64)
+    recipes = json.loads(metadata(data)["preprocessing"])
     sess = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
     del data
-    assert [i.name for i in sess.get_inputs()] == inputs
+    assert [i.name for i in sess.get_inputs()] == inputs == list(recipes)
     assert all(i.shape[0] == "N" and i.shape[2:] == ["H", "W"] for i in sess.get_inputs())
     assert [o.name for o in sess.get_outputs()] == outputs(model)
     if not PHOTO.is_file():
@@ -132,18 +143,48 @@ def test_deploy_net_at_any_size_and_its_onnx_export(name, classifier_shapes, req
                     "runs on that photo)")
     photo = images.rgb_array(PHOTO)
     for hw in PHOTO_SIZES:
-        x = feeds(model, photo, hw)
+        raw = raw_files(photo, hw, tmp_path / "x".join(map(str, hw)))
+        x = project_inputs(model, raw)
+        port = {b: follow(recipes[b], raw[recipes[b]["kind"]]) for b in inputs}
         for blob, v in x.items():
             net.blobs[blob].reshape(*v.shape)
         net.reshape()
         want = net.forward(**x)
-        got = dict(zip(outputs(model), sess.run(outputs(model), x)))
+        got = dict(zip(outputs(model), sess.run(outputs(model), port)))
         for o in outputs(model):
             assert got[o].shape == want[o].shape, (name, hw, o)
             spread = float(want[o].max() - want[o].min())
             err = float(np.abs(got[o] - want[o]).max()) / spread
             agree = float((got[o].argmax(1) == want[o].argmax(1)).mean())
             assert spread > 0 and err <= 1e-4 and agree >= 0.999, (name, hw, o, err, agree)
+        if hw == PHOTO_SIZES[0]:
+            fixed_size_in_opencv(model, proto, net, port, want, hw)
+
+
+def fixed_size_in_opencv(model, proto, net, port, want, hw):
+    """reference.py onnx --size: static N, H, W and a crop OpenCV 4.x reads, so that
+    cv2.dnn imports it; its scores are Caffe's (within 1e-4 of the largest, the
+    argmax on 99.9% of the pixels)."""
+    data = reference.onnx_model(model, proto, net, "random.caffemodel", "0" * 64, size=hw)
+    m = onnx.load_from_string(data)
+    assert [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input] == \
+        [[1, v.shape[1], *hw] for v in port.values()]
+    assert metadata(data)["input_size"] == "{}x{}".format(*hw)
+    del m
+    cv = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
+    del data
+    for blob, v in port.items():
+        cv.setInput(v, blob)
+    got = dict(zip(outputs(model), cv.forward(outputs(model))))
+    for o in outputs(model):
+        assert got[o].shape == want[o].shape, (model.name, o)
+        err = float(np.abs(got[o] - want[o]).max()) / float(np.abs(want[o]).max())
+        agree = float((got[o].argmax(1) == want[o].argmax(1)).mean())
+        assert err <= 1e-4 and agree >= 0.999, (model.name, o, err, agree)
+
+
+def metadata(data):
+    return {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
 
 
 def session_options():
@@ -152,21 +193,47 @@ def session_options():
     return so
 
 
-def feeds(model, rgb, hw):
-    """The net's inputs from the photo cropped to hw: colour preprocessed as infer.py
-    does; HHA from the photo's channels reversed; depth from its brightness."""
+def raw_files(rgb, hw, d):
+    """The photo cropped to hw as the files a port starts from, in NYUDv2's layout
+    (img_1): an RGB PNG; an HHA PNG (the photo's channels reversed, so that a flip
+    shows); a 16-bit depth PNG in millimetres (500 to 8150 from the brightness, a
+    few pixels 0: missing depth). {kind: path}."""
     h, w = hw
     crop = rgb[40:40 + h, 60:60 + w]
-    x = images.preprocess(crop, DATASETS[model.eval.dataset].mean)[None]
+    depth = (500 + 30 * crop.mean(axis=2)).astype(np.uint16)
+    depth[::7, ::5] = 0
     out = {}
-    for name, _ in builder.MODALITIES[model.modality]:
-        if name in ("data", "color"):
-            out[name] = x
-        elif name == "hha":
-            out[name] = np.ascontiguousarray(x[:, ::-1])
-        else:                                          # depth: one channel
-            out[name] = np.log1p(crop.mean(axis=2, dtype=np.float32))[None, None]
+    for kind, folder, a in (("color", "images", crop), ("hha", "hha", crop[:, :, ::-1]),
+                            ("depth", "depth", depth)):
+        out[kind] = d / "nyud/data" / folder / "img_1.png"
+        out[kind].parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(a)).save(out[kind])
     return out
+
+
+def project_inputs(model, raw):
+    """The net's inputs as the project makes them: NYUDv2's reader for its nets (the
+    data layer's tops, in order), infer.py's preprocessing of a photo otherwise."""
+    inputs = [name for name, _ in builder.MODALITIES[model.modality]]
+    ds = DATASETS[model.eval.dataset]
+    if ds.name != "nyud":
+        return {"data": images.preprocess(images.rgb_array(raw["color"]), ds.mean)[None]}
+    tops = ds.layer_params(model.modality, [])["tops"]
+    reader = ds.open(raw["color"].parents[3])
+    return {b: reader.load("1", t)[None] for b, t in zip(inputs, tops)}
+
+
+def follow(recipe, path):
+    """What a port does with the recipe of the ONNX metadata and nothing else: the
+    file's pixels (channels as stored) as float32, the recipe's channels in its order,
+    the log where it says, minus its mean, H x W x C -> 1 x C x H x W."""
+    x = np.asarray(Image.open(path), dtype=np.float32)
+    x = x[:, :, None] if x.ndim == 2 else x
+    x = x[:, :, recipe["channels"]]
+    if recipe["log_min"] is not None:
+        x = np.log(np.maximum(x, np.float32(recipe["log_min"])))
+    x = x - np.asarray(recipe["mean"], np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
 
 def graph(proto, drop_types=("Python", "Input", "SoftmaxWithLoss")):

@@ -48,6 +48,13 @@ class Dataset:
         """The first head's classes (every dataset but SIFT Flow has one head)."""
         return next(iter(self.heads.values()))
 
+    def input_recipes(self, modality, inputs):
+        """{net input: its recipe (Reader.recipe)} for a net of ``modality`` whose Input
+        blobs are ``inputs``: the data layer's tops feed them, in that order."""
+        reader = self.reader(self, Path(self.dir))
+        tops = self.layer_params(modality, ()).get("tops") or reader.tops()
+        return {i: reader.recipe(t) for i, t in zip(inputs, tops)}
+
     def open(self, root, params=None):
         """Its reader over the dataset folder under ``root`` (``params`` as a data
         layer's: ``dir`` absolute or relative to ``data_root``)."""
@@ -56,6 +63,24 @@ class Dataset:
         d = Path(params.get("dir", self.dir))
         return self.reader(self, d if d.is_absolute() else Path(params["data_root"]) / d,
                            params)
+
+
+def recipe(kind, reads, channels, mean, note, log_min=None):
+    """How a port makes a net input from a raw array, as data (the ONNX metadata, the
+    kit and docs/ports.md give it): ``reads``, the raw array (H x W x K, or H x W for
+    one channel), as float32; its channels ``channels`` in that order (``note`` says
+    what that does); the natural log of max(x, ``log_min``) when set; minus ``mean``
+    (one value per channel); H x W x C -> 1 x C x H x W. ``steps`` says it in words."""
+    mean = [float(m) for m in mean]
+    steps = [f"{reads}: float32"]
+    if len(channels) > 1:
+        steps.append(f"channels ({', '.join(map(str, channels))}) ({note})")
+    if log_min is not None:
+        steps.append(f"natural log of max(x, {log_min:g})")
+    steps.append(f"minus ({', '.join(map(repr, mean))})")
+    steps.append("H x W x C -> 1 x C x H x W" if len(channels) > 1 else "H x W -> 1 x 1 x H x W")
+    return {"kind": kind, "reads": reads, "channels": list(channels), "log_min": log_min,
+            "mean": mean, "layout": "1 x C x H x W, float32", "steps": ", ".join(steps)}
 
 
 def check_id(id_, list_file, line):
@@ -78,8 +103,9 @@ class Reader:
     """One dataset's layout. Subclasses set ``layout`` (for error messages) and
     implement ``split_file`` and ``path(id, top)`` (the file holding that top), and
     ``tops`` and ``raw(id, top)`` (the decoded array: HxWxC image or HxW label with
-    IGNORE for void) where they differ from the common image + index-PNG label;
-    ``load`` gives the array a net reads."""
+    IGNORE for void) where they differ from the common image + index-PNG label, and
+    ``to_input`` with its ``recipe`` (the same as data, for ports) for an input that is
+    not an RGB image; ``load`` gives the array a net reads."""
     layout = ""
 
     def __init__(self, info, root, params=None):
@@ -133,6 +159,11 @@ class Reader:
 
     def to_input(self, a, top):
         return preprocess(a, self.info.mean)
+
+    def recipe(self, top):
+        """What to_input does to ``top``, as data a port follows (recipe above)."""
+        return recipe("color", "an RGB image (H x W x 3)", (2, 1, 0), self.info.mean,
+                      "RGB -> BGR")
 
     def sample(self, id_, tops=None):
         """Every top of one example, checked: same height/width, labels in range."""

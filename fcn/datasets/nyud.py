@@ -3,7 +3,8 @@ CVPR 2013; Gupta et al., ECCV 2014), in the release's layout: trainval = train +
 (795), test (654). data/nyud/README.md has its sources."""
 import numpy as np
 
-from fcn.datasets.base import IGNORE, Dataset, Reader, read_list, write_list, write_png
+from fcn.datasets.base import (IGNORE, Dataset, Reader, read_list, recipe, write_list,
+                               write_png)
 from fcn.downloads import AUTO, DL, RELEASE_RAW, Known, Source
 from fcn.errors import DataError
 from fcn.images import index_png, load_mat, preprocess, read_image, rgb_array
@@ -58,6 +59,15 @@ class NYUDReader(Reader):
             x = np.asarray(a, np.float32) - np.asarray(self.info.extra["hha_mean"], np.float32)
             return np.ascontiguousarray(x.transpose(2, 0, 1))
         return preprocess(a, self.info.mean)
+
+    def recipe(self, top):
+        if top == "depth":
+            return recipe("depth", "a depth map in millimetres (H x W; the dataset's 16-bit "
+                          "PNGs)", (0,), (self.info.extra["depth_mean"],), "", log_min=1.0)
+        if top == "hha":
+            return recipe("hha", "an HHA image (H x W x 3, channels as stored)", (0, 1, 2),
+                          self.info.extra["hha_mean"], "as stored, not flipped")
+        return super().recipe(top)
 
 
 def derive(root):
