@@ -107,13 +107,18 @@ def make_wheels(python, cudnn):
                         ("cuDNN", {"FCN_GPU": "1", "FCN_CUDNN": "1"}))[:2 if cudnn else 1]:
         say(f"wheels: the {kind} build for {python} (install/wheel.sh; the first build "
             "compiles for a quarter of an hour or more)")
-        r = subprocess.run(["bash", str(REPO / "install/wheel.sh")], env={
-            **env, **extra, "PYTHON": python}, capture_output=True, text=True)
-        sys.stdout.write(r.stdout)
-        if r.returncode:
+        p = subprocess.Popen(["bash", str(REPO / "install/wheel.sh")], env={
+            **env, **extra, "PYTHON": python}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in p.stdout:                  # its progress, as it comes
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+        if p.wait():
             raise Failed("wheels", f"install/wheel.sh ({kind}): "
-                         f"{(r.stderr.strip().splitlines() or ['no output'])[-1]}")
-        m = re.search(r"^wheel: (\S+\.whl): ", r.stdout, re.M)
+                         f"{(''.join(lines).strip().splitlines() or ['no output'])[-1]}")
+        m = re.search(r"^wheel: (\S+\.whl): ", "".join(lines), re.M)
         if not m:
             raise Failed("wheels", f"install/wheel.sh ({kind}) named no wheel")
         made.append(Path(m.group(1)))
