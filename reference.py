@@ -26,12 +26,17 @@ fills a folder with what a port author needs: the ONNX file, the input images (w
 ``--size``, each image's centre HxW), a reference archive per image (its blobs; the
 weights are in the ONNX file), the classes and palette, and check.py, which compares
 a port's blobs with the reference and names the first layer that diverges
-(docs/ports.md).
+(docs/ports.md). Every input is read and the space for the whole kit checked before
+anything is written; the kit is built beside the folder and put in its place whole,
+one kit at a time, replacing an old kit whole (files.new_folder). ``onnx`` replaces
+only an ONNX file it wrote (onnx_export.written_by_us), ``export`` only a reference
+archive (is_reference).
 """
 import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -46,7 +51,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 import infer
-from fcn import caffemodel, checker, cli, files, images, onnx_export, visual, zoo
+from fcn import caffemodel, checker, cli, files, images, memory, onnx_export, visual, zoo
 from fcn.datasets import head_classes
 from fcn.device import use_device
 from fcn.paths import CAFFE_DIR, REPO, SHARED_DATA, sdist_env
@@ -80,10 +85,10 @@ def versions():
             "protobuf": google.protobuf.__version__, "pillow": PIL.__version__}
 
 
-def reference_arrays(seg, image, device, params=True):
+def reference_arrays(seg, image, device, params=True, shown=None):
     """Every array of a reference archive for one image through the Segmenter
     ``seg``: the preprocessed input, every blob, (with ``params``) every parameter,
-    and ``meta``."""
+    and ``meta`` (which names the image as ``shown``, by default its path)."""
     model, net = seg.model, seg.net
     rgb = seg.load(image)
     seg(rgb)
@@ -96,7 +101,7 @@ def reference_arrays(seg, image, device, params=True):
     meta = {
         "model": model.name, "net": f"{model.name}/deploy.prototxt",
         "weights": str(seg.weights), "weights_sha256": seg.weights_sha256,
-        "image": str(image), "image_sha256": files.checksum(image),
+        "image": str(shown or image), "image_sha256": files.checksum(image),
         "image_hw": list(rgb.shape[:2]),
         "preprocessing": model.input_recipes(),
         "conv_forward": conv_forward(device),
@@ -166,7 +171,7 @@ def onnx_model(model, proto, net, weights, weights_sha256, size=None):
             "weights": Path(weights).name, "weights_sha256": weights_sha256,
             "classes": classes_of(model), "preprocessing": recipes,
             "input_size": f"{size[0]}x{size[1]}" if size else "any",
-            "made_by": "reference.py onnx of the FCN reference reproduction on Caffe"}
+            "made_by": onnx_export.MADE_BY}
     doc = (f"{model.name}: the FCN deploy net with the weights {Path(weights).name}, "
            f"for inputs of {size_text(size)}. Inputs: {preprocessing_text(recipes)}. "
            "Outputs: class scores per pixel (argmax over axis 1).")
@@ -190,23 +195,13 @@ def input_dims(proto, size):
     return out
 
 
-def is_our_onnx(path):
-    """True for an ONNX file this project wrote (its producer name, near the start)."""
-    try:
-        with open(path, "rb") as f:
-            return onnx_export.PRODUCER.encode() in f.read(64)
-    except OSError:
-        return False
-
-
 def save_onnx(data, out):
     files.need_space(Path(out).parent, len(data) + (1 << 20), f"the ONNX file {out}")
     return files.write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def kit_images(given, size=None):
-    """The kit's input images: those given, else the shared data's (KIT_IMAGES); with
-    a ``size`` (H, W), each at least that large (its centre is what the kit takes)."""
+def kit_images(given):
+    """The kit's input images: those given, else the shared data's (KIT_IMAGES)."""
     if given:
         paths = [Path(p) for p in given]
     else:
@@ -222,12 +217,42 @@ def kit_images(given, size=None):
     if twice:
         raise cli.UserError(f"two images named {twice[0]}.*: their references would have "
                             "the same name; rename one")
-    for p in paths if size else ():
+    return paths
+
+
+def read_kit_images(seg, paths, size=None):
+    """Every image of the kit read, each pixel decoded, before anything is written:
+    one line for one that is not an image, is damaged, would not fit in memory, or
+    (with a ``size`` (H, W)) is smaller than that (its centre is what the kit takes).
+    Returns the (H, W) the net will see for each."""
+    if size:
+        seg.check(*size, f"--size {size[0]}x{size[1]}")
+    seen = []
+    for p in paths:
+        if not size:
+            seen.append(seg.load(p).shape[:2])
+            continue
         h, w = images.load_photo(p).shape[:2]        # as inference reads it: EXIF applied
         if h < size[0] or w < size[1]:
             raise cli.UserError(f"image {p} is {h}x{w}, smaller than --size "
                                 f"{size[0]}x{size[1]}; give a smaller --size or larger images")
-    return paths
+        seen.append(size)
+    return seen
+
+
+def kit_bytes(seg, onnx_bytes, paths, seen, size):
+    """The disk space the whole kit takes, so that it is checked once, before anything
+    is written: the ONNX file; each image (its copy; with ``size`` a PNG of its centre,
+    at most its pixels and a filter byte a row); each reference archive (the input and
+    every blob, float32); a MB for each file's headers and the small files."""
+    total = len(onnx_bytes) + (2 << 20)
+    for p, (h, w) in zip(paths, seen):
+        total += h * (3 * w + 1) + (1 << 16) if size else p.stat().st_size
+        shapes = memory.blob_shapes(seg.net, seg.inputs, h, w)
+        values = sum(int(np.prod(shapes[b], dtype=np.int64)) for b in [*shapes, *seg.inputs])
+        total += 4 * values + (1 << 20)
+    seg.shape = None                  # the net's shape is no longer the one it last ran at
+    return total
 
 
 def centre(rgb, size):
@@ -256,14 +281,12 @@ Made by `python reference.py kit` of the FCN reference reproduction (docs/ports.
 """
 
 
-def kit(model, weights, paths, out, device, size=None):
-    """Fill ``out`` with the port kit (see KIT_README); returns the files written. With
-    a ``size`` (H, W): the fixed-size export, and each image's centre H x W as a PNG
-    (the pixels its reference is computed from)."""
-    seg = segmenter(model, weights, device)
-    m = onnx_model(model, seg.proto, seg.net, weights, seg.weights_sha256, size)
-    written = [save_onnx(m, out / f"{model.name}.onnx")]
-    del m
+def kit(model, seg, paths, out, device, size=None, final=None):
+    """Fill ``out`` with the port kit but its ONNX file (see KIT_README); returns the
+    files written. With a ``size`` (H, W): each image's centre H x W as a PNG (the
+    pixels its reference is computed from). ``final``: where ``out`` will be (the
+    references name their images there)."""
+    written = []
     (out / "images").mkdir(exist_ok=True)
     (out / "reference").mkdir(exist_ok=True)
     for image in paths:
@@ -275,7 +298,9 @@ def kit(model, weights, paths, out, device, size=None):
         else:
             copy = out / "images" / image.name
             written.append(files.write_atomic(copy, lambda tmp: shutil.copyfile(image, tmp)))
-        arrays = reference_arrays(seg, copy if size else image, device, params=False)
+        shown = (final or out) / "images" / copy.name if size else image
+        arrays = reference_arrays(seg, copy if size else image, device, params=False,
+                                  shown=shown)
         written.append(save_npz(arrays, out / "reference" / f"{image.stem}.npz"))
     recipes = model.input_recipes()
     info = {"model": model.name, "outputs": classes_of(model),
@@ -307,11 +332,22 @@ def load(path):
         raise cli.UserError(str(e)) from None
 
 
+# What export puts in every reference's meta.
+REFERENCE_META = ("model", "weights_sha256", "image_sha256", "layers", "caffe")
+
+
 def is_reference(path):
-    """True for an archive ``export`` wrote (its meta names a model)."""
+    """True for an archive ``export`` wrote (what it may replace): an .npz whose
+    members are all meta, input/..., blob/... or param/..., and whose meta holds what
+    export records (REFERENCE_META). A port's archive (blobs under their own names),
+    even with a copy of a reference's meta, is not one."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return "model" in json.loads(str(z["meta"]))
+            if not all(k == "meta" or k.split("/")[0] in ("input", "blob", "param")
+                       for k in z.files):
+                return False
+            meta = json.loads(str(z["meta"]))
+            return isinstance(meta, dict) and all(k in meta for k in REFERENCE_META)
     except Exception:  # anything that is not such an archive
         return False
 
@@ -384,8 +420,7 @@ def compare_command(args):
 def model_and_weights(args):
     model = zoo.model_from_arg(args.model)
     weights = Path(args.weights) if args.weights else infer.default_weights(model)
-    if not weights.is_file():
-        raise cli.UserError(f"weights file not found: {weights}")
+    caffemodel.check_file(weights)
     return model, weights
 
 
@@ -393,7 +428,7 @@ def onnx_command(args):
     model, weights = model_and_weights(args)
     size = cli.image_size("--size", args.size) if args.size else None
     out = cli.output_file(args.out, "--out")
-    files.check_replaceable(out, "--out", inputs=[weights], ours=is_our_onnx)
+    files.check_replaceable(out, "--out", inputs=[weights], ours=onnx_export.written_by_us)
     use_device(None, True)                  # the weights are read on the CPU
     proto, net, sha = deploy_net(model, weights)
     save_onnx(onnx_model(model, proto, net, weights, sha, size), out)
@@ -404,18 +439,34 @@ def onnx_command(args):
     return 0
 
 
+KIT = "reference.py kit"        # the command a kit folder's marker names
+
+
 def kit_command(args):
+    """Every input and the folder checked, the ONNX file made and the space for the
+    whole kit checked, before anything is written; the kit is built in a hidden
+    folder beside --out, which takes --out's place when it is whole
+    (files.new_folder: one kit at a time, an old kit replaced whole)."""
     model, weights = model_and_weights(args)
     size = cli.image_size("--size", args.size) if args.size else None
-    paths = kit_images(args.image, size)
-    out = cli.output_dir(args.out, "--out")
-    files.claim_folder(out, "--out", "reference.py kit")
+    paths = kit_images(args.image)
+    files.check_new_folder(args.out, "--out", KIT)
     device = use_device(args.gpu, args.cpu)
     print(device, flush=True)
-    written = kit(model, weights, paths, out, device, size)
-    print(f"wrote {out}: {', '.join(str(Path(w).relative_to(out)) for w in written)}")
-    print(f"check a port with: python {out / 'check.py'} {out / 'reference'}/"
-          f"{paths[0].stem}.npz port.npz")
+    seg = segmenter(model, weights, device)
+    seen = read_kit_images(seg, paths, size)
+    data = onnx_model(model, seg.proto, seg.net, weights, seg.weights_sha256, size)
+    files.need_space(Path(args.out).resolve().parent, kit_bytes(seg, data, paths, seen, size),
+                     f"the kit {args.out}")
+    with files.new_folder(args.out, "--out", KIT) as tmp:
+        written = [save_onnx(data, tmp / f"{model.name}.onnx")]
+        del data
+        written += kit(model, seg, paths, tmp, device, size, final=Path(args.out))
+        names = [str(Path(w).relative_to(tmp)) for w in written]
+    out = Path(args.out)
+    print(f"wrote {out}: {', '.join(names)}")
+    print(f"check a port with: python {shlex.quote(str(out / 'check.py'))} "
+          f"{shlex.quote(str(out / 'reference' / f'{paths[0].stem}.npz'))} port.npz")
     return 0
 
 

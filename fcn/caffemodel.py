@@ -36,7 +36,10 @@ BLOB_DATA, BLOB_DOUBLE_DATA = 5, 8
 SHAPE_DIM = 1
 
 
-class _Reader:
+class ProtoReader:
+    """The protobuf wire format, field by field, seeking past what is not read (the
+    weights here; an ONNX model's graph in fcn/onnx_export.py)."""
+
     def __init__(self, f, size):
         self.f, self.size = f, size
 
@@ -119,11 +122,19 @@ def _blob_shape(r, span):
     return tuple(dims), stored
 
 
+def check_file(path):
+    """One line unless ``path`` is a file: missing, or a folder."""
+    if Path(path).is_dir():
+        raise WeightsError(f"{path} is a folder, not a weights file (.caffemodel); give the "
+                           "file")
+    if not Path(path).is_file():
+        raise WeightsError(f"weights file not found: {path}")
+
+
 def read_shapes(path):
     """{layer name: [blob shape, ...]} for every layer with blobs, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    check_file(path)
     st = path.stat()
     return _read_shapes(path.resolve(), st.st_size, st.st_mtime_ns)
 
@@ -133,7 +144,7 @@ def _read_shapes(path, size, mtime_ns):
     out = {}
     try:
         with open(path, "rb") as f:
-            r = _Reader(f, size)
+            r = ProtoReader(f, size)
             for field, wire, value in list(r.fields(size)):
                 if wire != 2 or field not in (NET_LAYER, NET_LAYERS_V1):
                     continue

@@ -2,13 +2,17 @@
 kill, never sees half of one), after checking the disk has room for what is large
 (a full disk is one line, never a traceback, an abort or a partial file), into
 folders one run at a time (a lock), never over a file the project did not write;
-and checksums and caches that a damaged byte cannot turn into a traceback. Pure
-Python; every module that writes results uses it."""
+folders made whole or not at all (new_folder); and checksums and caches that a
+damaged byte cannot turn into a traceback. Pure Python; every module that writes
+results uses it."""
+import ctypes
 import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,14 +49,51 @@ def disk_full(e):
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def temporary_name(path, pid):
+    """The hidden temporary file write_atomic writes ``path`` through in process ``pid``."""
+    return path.with_name(f".{path.stem}.tmp{pid}{path.suffix}")
+
+
+def alive(pid):
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:           # EPERM: it exists, another user's
+        pass
+    return True
+
+
+def sweep_temporaries(path):
+    """Remove the temporary files of ``path`` (temporary_name) that write_atomic left
+    in a process that is gone (a kill: nothing else leaves one). Only the temporaries
+    of this very file: their name is derived from it, so no file of the user's can be
+    taken for one."""
+    path = Path(path)
+    head = f".{path.stem}.tmp"
+    try:
+        names = [n for n in os.listdir(path.parent)
+                 if n.startswith(head) and n.endswith(path.suffix)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(head):len(name) - len(path.suffix)]
+        if re.fullmatch(r"[1-9][0-9]*", pid) and int(pid) != os.getpid() and \
+                name == temporary_name(path, pid).name and not alive(int(pid)):
+            (path.parent / name).unlink(missing_ok=True)
+
+
 def write_atomic(path, write):
     """Call ``write(tmp)`` on a temporary path beside ``path`` (same folder, same
     suffix, so writers that add or check a suffix work), then rename it into place:
     ``path`` holds either its old content or the whole new one. A full disk removes
-    the temporary file and raises NoSpace. Returns ``path``."""
+    the temporary file and raises NoSpace; a kill leaves it, and the next write of
+    ``path`` removes it (sweep_temporaries). Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    sweep_temporaries(path)
+    tmp = temporary_name(path, os.getpid())
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -188,6 +229,18 @@ def lock_holder(folder):
     return "another process"
 
 
+def try_lock(path):
+    """An open descriptor of the folder ``path`` holding the kernel's exclusive flock
+    on it, or None when another process holds it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextmanager
 def locked(folder, flag):
     """Hold ``folder`` for one run: a second run on it (in another process) stops at
@@ -204,13 +257,10 @@ def locked(folder, flag):
         finally:
             _HELD[key][1] -= 1
         return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = try_lock(folder)
+    if fd is None:
         raise FcnError(f"{flag} {folder} is in use by {lock_holder(folder)}; wait for it to "
-                       f"end, or choose another {flag}") from None
+                       f"end, or choose another {flag}")
     _HELD[key] = [fd, 1]
     try:
         yield folder
@@ -280,3 +330,156 @@ def claim_folder(folder, flag, command):
     if not marker.is_file():
         write_atomic(marker, lambda tmp: tmp.write_text(json.dumps({"command": command}) + "\n"))
     return folder
+
+
+# ---------------------------------------------------------------------------
+# A folder made whole or not at all
+
+
+def tree(folder):
+    """Every file and folder under ``folder``, relative, as sorted strings."""
+    folder = Path(folder)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def marker_of(folder):
+    """The record in ``folder``'s marker file (a dict), or None where there is none
+    that reads."""
+    record = read_cache(Path(folder) / MARKER)
+    return record if isinstance(record, dict) else None
+
+
+def listed(names, more=3):
+    return ", ".join(names[:more]) + (", ..." if len(names) > more else "")
+
+
+def check_new_folder(folder, flag, command):
+    """Refuse (one line), before anything is written, a ``folder`` that new_folder may
+    not put ``command``'s output in: it must be new, empty, or one new_folder made for
+    ``command`` holding nothing but the files its marker lists (a file of the
+    user's put into it is never removed), and its nearest existing parent a writable
+    folder. (Unlike claim_folder, being under out/ is not enough: the folder is
+    replaced whole.) Returns the folder as an absolute path, links resolved."""
+    shown = folder
+    folder = Path(folder).resolve()
+    if folder.parent == folder:
+        raise FcnError(f"{flag} {shown} is the root folder; choose another {flag}")
+    if folder.exists() and not folder.is_dir():
+        raise FcnError(f"{flag} {shown} is a file, not a folder; choose another {flag}")
+    if folder.is_dir():
+        names = tree(folder)
+        record = marker_of(folder)
+        if not names:
+            pass
+        elif record is None or MARKER not in names:
+            theirs = [n for n in names if "/" not in n]
+            raise FcnError(f"{flag} {shown} holds files this project did not write "
+                           f"({listed(theirs)}); {command} fills its own folder: choose a new "
+                           f"or empty {flag}")
+        elif record.get("command") != command:
+            raise FcnError(f"{flag} {shown} is the output folder of {record.get('command')}; "
+                           f"choose another {flag}")
+        elif not isinstance(record.get("files"), list):
+            raise FcnError(f"{flag} {shown} was made by an earlier version of {command}, "
+                           f"which did not record its files; remove it (rm -r {shlex.quote(str(shown))}) or "
+                           f"choose another {flag}")
+        else:
+            extra = [n for n in names if n != MARKER and n not in record["files"]]
+            if extra:
+                raise FcnError(f"{flag} {shown} holds files {command} did not write "
+                               f"({listed(extra)}); it would replace the folder whole: move "
+                               f"them away, or choose another {flag}")
+    parent = existing_parent(folder.parent)
+    if not parent.is_dir():
+        raise FcnError(f"{flag} {shown} is under a file, not a folder; choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FcnError(f"{flag} {shown}: {parent} is not writable; choose another {flag}")
+    return folder
+
+
+def exchange(a, b):
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); OSError where the
+    C library or the file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:
+        raise OSError(errno.ENOSYS, "no renameat2") from None
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(b))
+
+
+def hold(path, flag, shown):
+    """(descriptor, path) holding a flock on the folder ``path``, made if missing; one
+    line when another process holds it. Checks that the lock taken is on what
+    ``path`` names still (a holder that has just finished moves its folder away)."""
+    for _ in range(5):
+        path.mkdir(exist_ok=True)
+        fd = try_lock(path)
+        if fd is None:
+            raise FcnError(f"{flag} {shown} is in use by {lock_holder(path)}; wait for it to "
+                           f"end, or choose another {flag}")
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise FcnError(f"{flag} {shown} is in use by another process; wait for it to end, or "
+                   f"choose another {flag}")
+
+
+def clear(folder):
+    for p in Path(folder).iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+@contextmanager
+def new_folder(folder, flag, command):
+    """Make ``folder`` ``command``'s output whole or not at all. Yields a hidden
+    temporary folder beside it (.NAME.fcn-tmp: the same file system), held by this
+    process, as is an old folder: a second run into the same folder stops at once
+    with one line naming the process. When the block ends without an error, a marker
+    listing every file is written and the temporary folder takes the folder's place
+    in one step (an old one, which check_new_folder allowed, is swapped out
+    atomically, then removed). On an error or Ctrl-C the temporary folder is removed;
+    a kill leaves it, and the next run into the folder clears it. Call
+    check_new_folder first, before any work; it is checked again here, held."""
+    shown = folder
+    folder = check_new_folder(folder, flag, command)
+    tmp = folder.with_name(f".{folder.name}.fcn-tmp")
+    old = folder.with_name(f".{folder.name}.fcn-old")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    held = [hold(tmp, flag, shown)]
+    ours = True                                  # tmp names a folder this process holds
+    try:
+        if folder.is_dir():
+            fd = try_lock(folder)
+            if fd is None:
+                raise FcnError(f"{flag} {shown} is in use by {lock_holder(folder)}; wait "
+                               f"for it to end, or choose another {flag}")
+            held.append(fd)
+        clear(tmp)                               # what a killed run left
+        shutil.rmtree(old, ignore_errors=True)
+        check_new_folder(folder, flag, command)  # as it is now, held
+        yield tmp
+        record = {"command": command, "files": tree(tmp)}
+        write_atomic(tmp / MARKER, lambda t: t.write_text(json.dumps(record) + "\n"))
+        if folder.is_dir() and any(folder.iterdir()):
+            try:
+                exchange(tmp, folder)            # tmp now names the old folder, still held
+                return
+            except OSError:                      # no RENAME_EXCHANGE here: two renames
+                os.rename(folder, old)
+        os.rename(tmp, folder)                   # over nothing, or over an empty folder
+        ours = False
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if ours:
+            shutil.rmtree(tmp, ignore_errors=True)   # the old folder, or an unfinished one
+        for fd in held:
+            os.close(fd)

@@ -69,15 +69,20 @@ def winograd_buffers(proto, blobs):
     return out
 
 
+def blob_shapes(net, inputs, h, w):
+    """{blob: shape} of ``net`` reshaped for an input of h x w (one image)."""
+    for b in inputs:
+        net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
+    net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free
+    return {k: tuple(v.shape) for k, v in net.blobs.items()}
+
+
 def forward_elements(net, proto, inputs, h, w, gpu=False):
     """(elements of every blob plus the im2col and Winograd buffers, the largest
     single one) at input size h x w. All convolutions share one buffer of each kind
     (our patches 0008, 0010), as large as the largest layer's need; on the GPU the
     column buffer holds whole maps and there is no Winograd buffer."""
-    for b in inputs:
-        net.blobs[b].reshape(1, net.blobs[b].shape[1], h, w)
-    net.reshape()            # Caffe allocates lazily: reshaping (without touching .data) is free
-    shapes = {k: tuple(v.shape) for k, v in net.blobs.items()}
+    shapes = blob_shapes(net, inputs, h, w)
     blobs = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
     buffer = max(layer_buffers(proto, shapes, banded=not gpu).values(), default=0)
     winograd = 0 if gpu else max(winograd_buffers(proto, shapes).values(), default=0)

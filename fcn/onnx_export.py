@@ -23,15 +23,20 @@ reference size read by a plain Shape and a Slice of it, since OpenCV 4.x reads n
 Shape with start and end (opset 15; parseSlice). Everything else is the same.
 """
 import json
+import os
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from fcn.caffemodel import ProtoReader
 from fcn.errors import UserError
 
 OPSET = 17
-PRODUCER = "fcn-caffe"      # ModelProto.producer_name: how reference.py knows its own files
+# ModelProto.producer_name and the metadata's made_by: with both, a file is one of ours
+# (written_by_us)
+PRODUCER = "fcn-caffe"
+MADE_BY = "reference.py onnx of the FCN reference reproduction on Caffe"
 IR_VERSION = 8            # the IR of opset 17: what every runtime of the last years reads
 
 
@@ -272,3 +277,39 @@ def check(model):
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # onnx raises its own ValidationError / InferenceError types
         raise ExportError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}")
+
+
+# ModelProto's fields (onnx.proto): ir_version, producer_name, graph, metadata_props
+# (StringStringEntryProto: key, value)
+IR_VERSION_FIELD, PRODUCER_FIELD, GRAPH_FIELD, METADATA_FIELD = 1, 2, 7, 14
+
+
+def written_by_us(path):
+    """True for an ONNX model this project wrote (what reference.py onnx may replace):
+    the file reads to its last byte as a ModelProto (protobuf fields, the weights
+    skipped, not loaded) that begins with its IR version and the producer_name
+    PRODUCER, has a graph, and whose metadata says made_by MADE_BY. A file that merely
+    holds those words (a text file, an image's comment) is no such model."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            r = ProtoReader(f, size)
+            fields = r.fields(size)
+            if next(fields)[:2] != (IR_VERSION_FIELD, 0):
+                return False
+            field, wire, span = next(fields)
+            if (field, wire) != (PRODUCER_FIELD, 2) or span[1] != len(PRODUCER) or \
+                    r.string(span) != PRODUCER:
+                return False
+            graph = made_by = False
+            for field, wire, span in fields:
+                graph |= field == GRAPH_FIELD and wire == 2
+                if field == METADATA_FIELD and wire == 2:
+                    f.seek(span[0])
+                    entry = {k: v for k, w, v in list(r.fields(span[0] + span[1])) if w == 2}
+                    made_by |= all(k in entry and entry[k][1] == len(text.encode()) and
+                                   r.string(entry[k]) == text
+                                   for k, text in ((1, "made_by"), (2, MADE_BY)))
+            return graph and made_by
+    except (OSError, EOFError, ValueError, StopIteration, TypeError):
+        return False

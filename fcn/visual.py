@@ -56,10 +56,13 @@ def save_encoded(path, im, fmt, **options):
 
 
 def written_by_us(path):
-    """True for an image save_label_png or save_jpeg wrote (their marker)."""
+    """True for an image save_label_png or save_jpeg wrote: a PNG whose "Software"
+    text, or a JPEG whose comment, is SOFTWARE, as Pillow reads the image's metadata
+    (a file that is not such an image, whatever bytes it holds, is not ours)."""
     try:
         with Image.open(path) as im:
-            mark = im.info.get("Software", im.info.get("comment", b""))
+            mark = {"PNG": im.info.get("Software"), "JPEG": im.info.get("comment")}.get(
+                im.format)
     except Exception:  # not an image at all: not ours
         return False
     return (mark.decode(errors="replace") if isinstance(mark, bytes) else str(mark)) == SOFTWARE

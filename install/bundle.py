@@ -368,15 +368,27 @@ def norm(name):
 NEWER_FITS = {"protobuf"}
 
 
+def version_parts(v):
+    return [int(x) if x.isdigit() else -1 for x in re.split(r"[.+-]", v)[:3]] + [0, 0, 0]
+
+
 def fits(have, pin, name=""):
     """The target's version ``have`` serves for the pinned ``pin``: same major version
-    (same minor too while the major is 0), or any newer one for NEWER_FITS."""
-    def parts(v):
-        return [int(x) if x.isdigit() else -1 for x in re.split(r"[.+-]", v)[:3]] + [0, 0, 0]
-    h, p = parts(have), parts(pin)
+    (same minor too while the major is 0), or any newer one for NEWER_FITS (the
+    versions ``fitting`` names)."""
+    h, p = version_parts(have), version_parts(pin)
     if norm(name) in NEWER_FITS:
         return h[:3] >= p[:3]
     return h[0] == p[0] and (p[0] != 0 or h[1] == p[1])
+
+
+def fitting(pin, name=""):
+    """The versions fits() takes for ``pin``, in words: "2.x", "0.6.x", "4.21.12 or
+    newer"."""
+    p = version_parts(pin)
+    if norm(name) in NEWER_FITS:
+        return f"{pin} or newer"
+    return f"0.{p[1]}.x" if p[0] == 0 else f"{p[0]}.x"
 
 
 TARGET_PROBE = r"""
@@ -425,7 +437,7 @@ def plan_venv(target, bundle_dir, requirements):
             py = f"{probe['tag'][0]}.{probe['tag'][1:]}"
             raise BundleError(f"{target} {got}, {name}=={version} is pinned, and the bundle "
                               f"has no wheel of it for Python {py}; install {name} "
-                              f"{version.split('.')[0]}.x for that Python, or make the bundle "
+                              f"{fitting(version, name)} for that Python, or make the bundle "
                               f"with BUNDLE_ARGS='--python {py}'")
         chosen.append(w[0])
     return probe["dirs"], chosen

@@ -215,6 +215,24 @@ def test_venv_plan_uses_the_targets_packages_and_names_what_is_missing(tmp_path)
     assert "--python 3." in one_line(e)
 
 
+def test_a_version_that_does_not_fit_names_the_versions_that_would(tmp_path):
+    """A target with ml_dtypes 0.7.0 against the pin 0.6.0 was told "install ml_dtypes
+    0.x", which 0.7.0 is: the line names the versions fits() would take."""
+    py = str(REPO / ".venv/bin/python")
+    (tmp_path / "wheels").mkdir()
+    req = tmp_path / "req.txt"
+    for pin, says in [("ml_dtypes==0.5.1", "has ml_dtypes 0.6.0, ml_dtypes==0.5.1 is pinned"),
+                      ("ml_dtypes==0.5.1", "install ml_dtypes 0.5.x for that Python"),
+                      ("numpy==1.26.4", "install numpy 1.x for that Python"),
+                      ("protobuf==99.1.0", "install protobuf 99.1.0 or newer for that Python")]:
+        req.write_text(pin + "\n")
+        with pytest.raises(bundle.BundleError) as e:
+            bundle.plan_venv(py, tmp_path, req)
+        assert says in one_line(e), one_line(e)
+    assert bundle.fitting("0.6.0") == "0.6.x" and bundle.fitting("2.4.6") == "2.x"
+    assert not bundle.fits("0.7.0", "0.6.0") and bundle.fits("0.6.9", "0.6.0")
+
+
 def test_a_chain_of_links_cannot_lead_out(archive, tmp_path):
     """Each link alone stays inside; through one another they lead two folders up, and a
     file written through them would land outside the unpack folder."""

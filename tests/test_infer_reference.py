@@ -373,3 +373,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(alexnet_weights, sha
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "not enough disk space for the reference archive" in r.stderr
     assert not (disk / "r.npz").exists()
+
+
+def test_reference_export_replaces_only_a_reference_archive(alexnet_weights, shared_data,
+                                                            tmp_path):
+    """export took any .npz whose meta named a model for its own: a port's archive
+    holding a copy of a reference's meta was replaced. Only an archive laid out as
+    export writes it (meta, input/, blob/, param/) is."""
+    meta = {"model": "voc-fcn-alexnet", "weights_sha256": "0" * 64, "image_sha256": "0" * 64,
+            "layers": [], "caffe": {}}
+    np.savez(tmp_path / "port.npz", meta=np.array(json.dumps(meta)), score=np.ones((1, 2)))
+    before = (tmp_path / "port.npz").read_bytes()
+    r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights,
+            "--image", shared_data / "photos/cat.bmp", "--out", "port.npz", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "was not written by this project" in r.stderr
+    assert (tmp_path / "port.npz").read_bytes() == before

@@ -6,8 +6,13 @@ layer, which it names. (Every model's export against Caffe, fed by its metadata'
 recipe, and its fixed-size export in OpenCV: tests/test_zoo.py.)"""
 import ast
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,9 +25,10 @@ import caffe
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
-from conftest import REPO
-from fcn import caffemodel, files, images, onnx_export, zoo
+from conftest import REPO, fill_random
+from fcn import caffemodel, files, images, onnx_export, visual, zoo
 from fcn.datasets import DATASETS
+from fcn.surgery import interp
 
 caffe.set_mode_cpu()
 
@@ -307,3 +313,227 @@ def test_onnx_and_kit_refuse_weights_that_are_not_finite(bad, alexnet_weights, s
     assert "conv2" in r.stderr and "not finite" in r.stderr
     assert not list((tmp_path / "kit").glob("*.onnx")) and \
         not list((tmp_path / "kit").glob("reference/*"))
+
+
+# ---------------------------------------------------------------------------
+# The kit appears whole or not at all, one at a time, over nothing but a kit
+
+
+@pytest.fixture(scope="module")
+def squeezenet_weights(tmp_path_factory):
+    """camvid-fcn8s-squeezenet weights (random, bilinear upsampling): a second model
+    whose export is small (3 MB), for the kit tests that need two models or a
+    small kit."""
+    net = caffe.Net(str(REPO / "camvid-fcn8s-squeezenet/deploy.prototxt"), caffe.TEST)
+    fill_random(net, seed=5, scale=0.05)
+    interp(net)
+    path = tmp_path_factory.mktemp("weights") / "squeezenet-random.caffemodel"
+    net.save(str(path))
+    return path
+
+
+def entries(folder):
+    """Every file and folder under ``folder``, hidden ones included, relative."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+KIT_FILES = ["README.md", "check.py", "classes.json", "images", "reference"]
+
+
+def test_kit_checks_every_input_before_it_writes(alexnet_weights, shared_data, tmp_path):
+    """A non-image --image exited 2 but left the ONNX file, images/ and .fcn-output;
+    weights that do not fit, or a model that reads no RGB image, left a folder holding
+    only .fcn-output. Every input is read (every image decoded) before anything is
+    written: nothing appears, not even --out's parent folders."""
+    cat = shared_data / "photos/cat.bmp"
+    (tmp_path / "notes.jpg").write_text("not an image\n")
+    (tmp_path / "cut.jpg").write_bytes((shared_data / "voc-demo/image.jpg").read_bytes()[:3000])
+    before = entries(tmp_path)
+    for args, says in [(["voc-fcn-alexnet", "--image", cat, "--image", "notes.jpg"],
+                        "notes.jpg"),
+                       (["voc-fcn-alexnet", "--image", cat, "--image", "cut.jpg"], "cut.jpg"),
+                       (["voc-fcn8s", "--image", cat], "fcn-alexnet-random.caffemodel"),
+                       (["nyud-fcn32s-hha", "--image", cat], "reads hha input")]:
+        r = run("kit", *args, "--weights", alexnet_weights, "--out", "new/kit", cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert entries(tmp_path) == before, r.stderr
+
+
+def test_kit_on_a_disk_without_room_for_all_of_it_writes_nothing(squeezenet_weights,
+                                                                 shared_data, small_disk):
+    """Free space was checked file by file: a disk with room for the ONNX file and one
+    reference, not two, was left holding half a kit. The whole kit's size is checked
+    before anything is written."""
+    onnx_mb = squeezenet_weights.stat().st_size
+    disk = small_disk((onnx_mb + 12 * 2 ** 20) // 1024)       # the ONNX file and ~1 reference
+    r = run("kit", "camvid-fcn8s-squeezenet", "--weights", squeezenet_weights, "--out", "kit",
+            "--image", shared_data / "photos/cat.bmp", "--image",
+            shared_data / "voc-demo/image.jpg", cwd=disk)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "not enough disk space" in r.stderr and "kit" in r.stderr, r.stderr
+    assert entries(disk) == []
+
+
+def kit_process(weights, images_, out, cwd, model="voc-fcn-alexnet", *more):
+    args = [a for i in images_ for a in ("--image", i)]
+    return subprocess.Popen([sys.executable, str(REPO / "reference.py"), "kit", model,
+                             "--weights", str(weights), "--out", str(out), *map(str, args),
+                             *more], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(done, p, timeout=300):
+    end = time.time() + timeout
+    while not done():
+        assert p.poll() is None, p.communicate()
+        assert time.time() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_interrupted_kit_leaves_no_part_of_itself(alexnet_weights, shared_data, tmp_path):
+    """Ctrl-C once the ONNX file was written left a partial kit (no references); a kill
+    left one too. Interrupted, nothing is left; killed, no --out (its hidden temporary
+    folder is swept by the next kit into that --out)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pics = []
+    for name in "abcd":
+        pics.append(src / f"{name}.bmp")
+        pics[-1].write_bytes((shared_data / "photos/cat.bmp").read_bytes())
+    before = entries(tmp_path)
+
+    def onnx_written():
+        return any(p.name == "voc-fcn-alexnet.onnx" for p in tmp_path.rglob("*.onnx"))
+    p = kit_process(alexnet_weights, pics, "kit", tmp_path)
+    wait_for(onnx_written, p)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 130 and "interrupted" in err, (p.returncode, out, err)
+    assert entries(tmp_path) == before
+
+    p = kit_process(alexnet_weights, pics, "kit", tmp_path)
+    wait_for(onnx_written, p)
+    p.kill()
+    p.communicate(timeout=60)
+    assert not (tmp_path / "kit").exists()
+
+    p = kit_process(alexnet_weights, pics[:1], "kit", tmp_path)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert [e for e in entries(tmp_path) if e not in before and e.split("/")[0] != "kit"] == []
+    assert sorted(os.listdir(tmp_path / "kit/reference")) == ["a.npz"]
+
+
+def test_two_kits_into_one_folder_one_refuses(alexnet_weights, shared_data, tmp_path):
+    """Two kits into one --out both exited 0, their files mixed. One holds the folder;
+    the other refuses in one line, naming it, and the folder holds one whole kit."""
+    cat = shared_data / "photos/cat.bmp"
+    ps = [kit_process(alexnet_weights, [cat], "kit", tmp_path) for _ in range(2)]
+    done = [p.communicate(timeout=600) for p in ps]
+    assert sorted(p.returncode for p in ps) == [0, 2], done
+    err = next(e for p, (_, e) in zip(ps, done) if p.returncode == 2)
+    assert err.count("\n") == 1 and "in use by process" in err, err
+    assert entries(tmp_path / "kit") == sorted(
+        [".fcn-output", "images/cat.bmp", "reference/cat.npz", "voc-fcn-alexnet.onnx",
+         *KIT_FILES])
+    assert [e for e in entries(tmp_path) if e.split("/")[0] != "kit"] == []
+
+
+def test_a_kit_into_an_old_kit_replaces_it_whole(alexnet_weights, squeezenet_weights,
+                                                shared_data, tmp_path):
+    """A kit for another model into an existing kit kept the old model's files (its
+    ONNX file, the references of images it no longer has), and a port checked against
+    them diverged where nothing was wrong. A kit replaces a kit whole; a file of the
+    user's put into one (a port's blobs) is never removed: the kit is refused."""
+    cat, demo = shared_data / "photos/cat.bmp", shared_data / "voc-demo/image.jpg"
+    r = run("kit", "voc-fcn-alexnet", "--weights", alexnet_weights, "--out", "kit",
+            "--image", demo, "--image", cat, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("kit", "camvid-fcn8s-squeezenet", "--weights", squeezenet_weights, "--size",
+            "64x80", "--out", "kit", "--image", cat, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    kit = tmp_path / "kit"
+    want = sorted([".fcn-output", "images/cat.png", "reference/cat.npz",
+                   "camvid-fcn8s-squeezenet.onnx", *KIT_FILES])
+    assert entries(kit) == want
+    assert [e for e in entries(tmp_path) if e.split("/")[0] != "kit"] == []
+
+    (kit / "port.npz").write_bytes(b"the user's")
+    r = run("kit", "camvid-fcn8s-squeezenet", "--weights", squeezenet_weights, "--out", "kit",
+            "--image", cat, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "port.npz" in r.stderr
+    assert entries(kit) == sorted(want + ["port.npz"])
+    assert (kit / "port.npz").read_bytes() == b"the user's"
+
+
+def test_kit_hint_is_a_command_that_can_be_pasted(squeezenet_weights, shared_data, tmp_path):
+    """The "check a port with:" line did not quote a path with spaces."""
+    r = run("kit", "camvid-fcn8s-squeezenet", "--weights", squeezenet_weights, "--size",
+            "64x80", "--out", "my kit", "--image", shared_data / "photos/cat.bmp",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    hint = r.stdout.strip().splitlines()[-1]
+    assert hint.startswith("check a port with: ")
+    words = shlex.split(hint[len("check a port with: "):])
+    assert words[0] == "python" and words[-1] == "port.npz", words
+    assert Path(words[1]) == (tmp_path / "my kit/check.py").absolute() or \
+        (tmp_path / words[1]).resolve() == (tmp_path / "my kit/check.py").resolve()
+    assert (tmp_path / words[2]).is_file(), words
+
+
+# ---------------------------------------------------------------------------
+# Whose file is it
+
+
+def test_onnx_replaces_only_an_onnx_model_it_wrote(squeezenet_weights, tmp_path):
+    """Ownership was "fcn-caffe in the first 64 bytes": onnx --out notes.txt replaced a
+    text file that began with those words, and an infer.py overlay (its JPEG comment)
+    was replaced by an ONNX file. Only an ONNX model this project wrote (its producer
+    and metadata, read as ONNX) is replaced."""
+    rgb = np.full((40, 50, 3), 90, np.uint8)
+    visual.save_jpeg(tmp_path / "cat_overlay.jpg", rgb)
+    visual.save_label_png(tmp_path / "cat.png", np.zeros((40, 50), np.uint8))
+    (tmp_path / "notes.txt").write_text("fcn-caffe: notes on the port\n")
+    m = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []), producer_name="other")
+    (tmp_path / "theirs.onnx").write_bytes(m.SerializeToString())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for name in before:
+        r = run("onnx", "camvid-fcn8s-squeezenet", "--weights", squeezenet_weights, "--out",
+                name, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "was not written by this project" in r.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    for _ in range(2):                                  # its own file: replaced
+        r = run("onnx", "camvid-fcn8s-squeezenet", "--weights", squeezenet_weights, "--out",
+                "s.onnx", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert onnx_export.written_by_us(tmp_path / "s.onnx")
+
+
+def test_a_folder_given_as_weights_is_named_a_folder(tmp_path):
+    """--weights DIR said "weights file not found"."""
+    (tmp_path / "w").mkdir()
+    with pytest.raises(caffemodel.WeightsError, match="is a folder, not a weights file"):
+        caffemodel.read_shapes(tmp_path / "w")
+    r = run("onnx", "camvid-fcn8s-squeezenet", "--weights", "w", "--out", "s.onnx",
+            cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "w is a folder, not a weights file" in r.stderr
+
+
+def test_write_atomic_sweeps_its_stale_temporaries(tmp_path):
+    """A kill during a write left its hidden temporary file (.s.tmpPID.onnx, 75 MB)
+    for good. The next write of that file removes those whose process is gone, and
+    keeps one a live process is writing."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".s.tmp{dead.pid}.onnx"
+    live = tmp_path / f".s.tmp{os.getppid()}.onnx"
+    other = tmp_path / f".t.tmp{dead.pid}.onnx"                # another file's
+    for p in (stale, live, other):
+        p.write_bytes(b"x" * 1000)
+    files.write_atomic(tmp_path / "s.onnx", lambda tmp: tmp.write_bytes(b"model"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name,
+                                                                "s.onnx"])
