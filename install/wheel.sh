@@ -82,8 +82,12 @@ excludes=()
 for lib in $(echo "$info" | "$venv/bin/python" -c 'import json, sys; print(" ".join(json.load(sys.stdin)["exclude"]))'); do
   excludes+=(--exclude "$lib")
 done
-plat=$("$tools/bin/auditwheel" show "$whl" 2>>"$log" | sed -n 's/.*consistent with the following platform tag: "\([^"]*\)".*/\1/p' | head -n1)
-[ -n "$plat" ] || plat=$("$tools/bin/auditwheel" show "$whl" 2>>"$log" | grep -o 'manylinux_[0-9_]*x86_64' | head -n1)
+# The manylinux tag the wheel can have: what `auditwheel show` finds it consistent with,
+# or, where that is plain linux_x86_64 (a library left to the nvidia-* wheels that it
+# cannot place, as libcudnn.so.9), the tag the libraries we vendor constrain it to.
+show=$("$tools/bin/auditwheel" show "$whl" 2>>"$log" | tr '\n' ' ')
+plat=$(echo "$show" | sed -n 's/.*consistent with the following platform tag: *"\(manylinux[^"]*\)".*/\1/p')
+[ -n "$plat" ] || plat=$(echo "$show" | sed -n 's/.*constrains the platform tag to *"\(manylinux[^"]*\)".*/\1/p')
 [ -n "$plat" ] || die "auditwheel could not place $whl on a manylinux platform (log: $log)"
 say "vendoring its libraries (auditwheel repair, $plat)"
 mkdir -p "$OUTDIR"
