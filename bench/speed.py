@@ -29,7 +29,6 @@ a synchronisation; the default is the CPU.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 from fcn import cli  # noqa: E402,I100
-from fcn.device import use_device  # noqa: E402
+from fcn.device import cpu_name, use_device  # noqa: E402
 from fcn.surgery import interp  # noqa: E402
 # PyTorch, onnxruntime and OpenVINO are imported by their workers alone: a Caffe
 # worker's process never starts their thread pools.
@@ -379,22 +378,6 @@ def runtime_versions(runtimes):
         import openvino
         out["openvino"] = openvino.__version__
     return out
-
-
-def cpu_name():
-    """The CPU as /proc/cpuinfo names it, with its family/model (a VM's "AMD EPYC" alone
-    does not tell Zen 1 from Zen 3) and its widest vector unit."""
-    info = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor()
-    flags = info.get("flags", "").split()
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return (f"{info.get('model name', platform.processor())} "
-            f"(family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa})")
 
 
 def main(argv=None):

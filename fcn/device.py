@@ -3,6 +3,8 @@ answer, the one choice of device (--gpu N / --cpu) and what is recorded of it, a
 a GPU's free memory."""
 import ctypes
 import json
+import os
+import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +111,28 @@ def gpu_free_bytes(device):
         return None
 
 
+
+
+def cpu_name():
+    """The CPU as /proc/cpuinfo names it, with its family/model (a VM's "AMD EPYC" alone
+    does not tell Zen 1 from Zen 3) and its widest vector unit."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor()
+    flags = info.get("flags", "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (f"{info.get('model name', platform.processor())} "
+            f"(family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa})")
+
+
+def machine_name(device):
+    """What a timing on ``device`` was measured on: the GPU's name, or the CPU with
+    the threads it had."""
+    if device.is_gpu:
+        return device.name
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    return f"{cpu_name()}, {threads} threads"

@@ -9,6 +9,7 @@ The fixture classifier is a VGG-16 caffemodel of the real shape, random-filled."
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -301,3 +302,178 @@ def test_an_output_folder_in_use_is_one_line(world):
         r = reproduce(world, *voc_args(world, "--dry-run"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"is in use by process {os.getpid()}" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Several steps at once: CPU workers here, and a real one-node SLURM cluster
+
+ONE = ("--models", "voc-fcn16s", "--test-iters", 1)     # 32s -> 16s, one iteration each
+
+
+def fresh(world, name):
+    """A new data root and output folder (the data steps run again; the classifier's
+    FCN initialisation, in the repository, is there from the first test)."""
+    return ["--data-root", world.base / f"{name}-data", "--out", world.base / f"{name}-out"]
+
+
+def ours(out):
+    table = json.loads((out / "voc/results.json").read_text())
+    return {row["model"]: row["ours"] for row in table["rows"]}
+
+
+def same_table(got, want):
+    assert list(got) == list(want) == ["voc-fcn32s", "voc-fcn16s"]
+    for m in want:
+        for k, v in want[m].items():
+            assert got[m][k] == pytest.approx(v, abs=1e-6), (m, k)
+
+
+@pytest.fixture(scope="module")
+def sequential(world):
+    """The reference: the same steps one after another in one process."""
+    args = fresh(world, "seq")
+    r = reproduce(world, "voc", *ONE, *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    return ours(args[3])
+
+
+def test_cpu_workers_run_the_ready_steps_at_once(world, sequential):
+    args = fresh(world, "workers")
+    dry = reproduce(world, "voc", *ONE, *args, "--workers", 2, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    path = next(l for l in dry.stdout.splitlines() if "critical path:" in l)
+    assert path.startswith("  critical path: data ") and "weights" not in path  # (done)
+    assert path.endswith(" -> train voc-fcn32s -> train voc-fcn16s -> score voc-fcn16s -> "
+                         "table voc" + path[path.rindex(": about"):])
+    assert "on 2 devices" in dry.stdout and "(after data sbdd, data voc, weights vgg16)" in \
+        dry.stdout
+    r = reproduce(world, "voc", *ONE, *args, "--workers", 2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    lines = r.stdout.splitlines()
+
+    def at(text):
+        return next(i for i, l in enumerate(lines) if text in l)
+    # the steps that need nothing of each other ran at once, each in a log of its own;
+    # those that need another ran after it (VOC's seg11valid is made from SBD's list)
+    assert at("data/sbdd: done") < at("data/voc: started")
+    assert at("train/voc-fcn32s: done") < at("train/voc-fcn16s: started")
+    assert at("score/voc-fcn32s: started") < at("train/voc-fcn16s: done")
+    assert "8 of 8 steps done" in r.stdout
+    logs = args[3] / "logs"
+    assert (logs / "train-voc-fcn16s.log").is_file() and "resume" not in \
+        (logs / "train-voc-fcn16s.log").read_text()
+    same_table(ours(args[3]), sequential)
+
+
+def test_a_failed_step_stops_only_the_steps_that_need_it(world):
+    """VOC's archive does not match its record: data voc fails, data sbdd is made, and
+    nothing that needs VOC runs."""
+    record = json.loads(world.record.read_text())
+    url = DATASETS["voc"].sources[0].url
+    record[url]["sha256"] = "0" * 64
+    bad = world.base / "bad-record.json"
+    bad.write_text(json.dumps(record))
+    args = fresh(world, "failing")
+    r = reproduce(world, "voc", *ONE, *args, "--workers", 2,
+                  env={**world.env, "FCN_CHECKSUMS": str(bad)})
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr
+    assert "data/voc: FAILED (exit 2" in r.stdout and "sha256" in r.stdout
+    assert "data/sbdd: done" in r.stdout
+    for step in ("train/voc-fcn32s", "train/voc-fcn16s", "score/voc-fcn32s", "table/voc"):
+        assert f"{step}: not run (it needs" in r.stdout, step
+    assert not (args[3] / "voc/voc-fcn32s").exists()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    import slurm
+    why = slurm.install()
+    if why:
+        pytest.skip(f"NO SLURM: {why}")
+    c = slurm.Cluster(tmp_path_factory.mktemp("slurm")).start()
+    yield c
+    c.stop()
+
+
+def jobs_of(out):
+    return [v["job"] for v in json.loads((out / "slurm/jobs.json").read_text()).values()]
+
+
+def test_slurm_runs_the_dataset_to_the_sequential_table(world, cluster, sequential):
+    env = {**world.env, **cluster.env}
+    args = ["voc", *ONE, *fresh(world, "slurm"), "--slurm", "--cpus-per-task", 1]
+    out = args[-4]
+    dry = reproduce(world, *args, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    lines = {l.split("=", 1)[0]: l for l in dry.stdout.splitlines() if "=$(sbatch" in l}
+    assert sorted(lines) == ["data_sbdd", "data_voc", "score_voc_fcn16s", "score_voc_fcn32s",
+                             "table_voc", "train_voc_fcn16s", "train_voc_fcn32s"]
+    assert "--dependency=afterok:$data_sbdd " in lines["data_voc"]
+    assert re.search(r"--dependency=afterok:(\S+:)?\$train_voc_fcn32s --kill-on-invalid-dep=yes "
+                     r"\S+/slurm/train-voc-fcn16s.sh\)$", lines["train_voc_fcn16s"])
+    assert "--dependency=afterok:$score_voc_fcn32s:$score_voc_fcn16s " in lines["table_voc"]
+    assert "--dependency" not in lines["data_sbdd"]
+    assert not (out / "slurm/jobs.json").exists()
+    r = reproduce(world, *args, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "train/voc-fcn16s: job " in r.stdout and " after " in r.stdout
+    again = reproduce(world, *args, env=env)          # queued jobs are not submitted twice
+    assert again.returncode == 0 and again.stdout.count("already queued") >= 1, again.stdout
+    cluster.wait(jobs_of(out))
+    status = reproduce(world, *args[:-3], "--status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "8 done" in status.stdout, status.stdout
+    same_table(ours(out), sequential)
+    last = reproduce(world, *args, env=env)           # all done: nothing to submit
+    assert last.returncode == 0 and "every step is done: nothing to submit" in last.stdout
+    assert len(jobs_of(out)) == 7                     # (VGG-16's weights were there)
+
+
+def test_a_job_cancelled_mid_stage_resumes_from_its_snapshot(world, cluster):
+    env = {**world.env, **cluster.env}
+    args = ["voc", "--models", "voc-fcn32s", "--test-iters", 10, *fresh(world, "cancel"),
+            "--slurm", "--cpus-per-task", 1]
+    out = args[-4]
+    r = reproduce(world, *args, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    snap = out / "voc/voc-fcn32s/snapshots/train_iter_5.caffemodel"   # (of 10: every 5)
+    t0 = time.time()
+    while not snap.is_file() and time.time() - t0 < 600 and cluster.queued(jobs_of(out)):
+        time.sleep(0.2)
+    assert snap.is_file(), reproduce(world, *args[:-3], "--status", env=env).stdout
+    c = reproduce(world, *args[:-3], "--cancel", env=env)
+    assert c.returncode == 0 and "cancelled" in c.stdout, c.stdout + c.stderr
+    cluster.wait(jobs_of(out))
+    status = reproduce(world, *args[:-3], "--status", env=env).stdout
+    assert "train/voc-fcn32s: stopped" in status or "train/voc-fcn32s: failed" in status, status
+    assert "score/voc-fcn32s: not run (it needs train/voc-fcn32s" in status or \
+        "score/voc-fcn32s: not submitted" in status or "score/voc-fcn32s: failed" in status
+    r = reproduce(world, *args, env=env)              # the same command: what is not done
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "[todo] train voc-fcn32s: resume at iteration" in r.stdout
+    cluster.wait(jobs_of(out))
+    log = (out / "logs/train-voc-fcn32s.log").read_text()
+    assert "resumed from" in log, log[-2000:]
+    assert (out / "voc/results.json").is_file()
+
+
+def test_slurm_refusals_are_one_line_and_submit_nothing(world, cluster, tmp_path):
+    env = {**world.env, **cluster.env}
+    base = ["voc", *ONE, "--data-root", tmp_path / "d", "--out", tmp_path / "o", "--slurm"]
+    template = tmp_path / "t.sh"
+    template.write_text("#SBATCH --mem=1G\nmodule load cuda\n")
+    no_sbatch = tmp_path / "bin"
+    no_sbatch.mkdir()
+    (no_sbatch / "python3").symlink_to(sys.executable)
+    for more, says, e in [(["--time", "soon"], "--time 'soon'", env),
+                          (["--slurm-template", template], "may hold only #SBATCH lines", env),
+                          (["--partition", "nosuch"], "sbatch refused", env),
+                          ([], "no sbatch on PATH", {**env, "PATH": str(no_sbatch)})]:
+        r = reproduce(world, *base, *more, env=e)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, \
+            (more, r.stdout[-1000:], r.stderr)
+        assert not (tmp_path / "o/slurm/jobs.json").exists()
+    q = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=cluster.run_env)
+    assert q.stdout.strip() == ""
+    r = reproduce(world, "voc", "--partition", "x", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "--partition goes with --slurm" in r.stderr

@@ -13,7 +13,7 @@ from conftest import REPO
 LIBRARY = [
     {"errors", "paths", "progress", "prototxt", "checker"},   # no project import at all
     {"cli", "files", "images", "device", "surgery"},
-    {"downloads", "visual"},
+    {"downloads", "visual", "schedule"},
     {"datasets"},                                        # one module per dataset
     {"builder", "caffemodel", "memory", "metrics", "snapshots", "onnx_export"},
     {"zoo"},

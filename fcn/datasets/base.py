@@ -42,6 +42,7 @@ class Dataset:
     layer_params: Callable = lambda modality, labels: {}   # their values for a net
     check_params: Dict[str, object] = field(default_factory=dict)  # params for prepare check
     extra: Dict[str, object] = field(default_factory=dict)         # further facts
+    needs: Tuple[str, ...] = ()          # datasets its derive reads (made before it)
 
     @property
     def classes(self):

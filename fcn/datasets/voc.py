@@ -41,4 +41,4 @@ DATASET = Dataset(
     sources=(Source(URL, "pascal/VOC2011", "TrainVal/VOCdevkit/VOC2011/", known=Known(
         md5="6c3384ef61512963050cb5d687e5bf1e", sha1="71ceda5bc8ce4a6486f7996b0924eee265133895",
         source="md5: torchvision datasets/voc.py; sha1: skdata pascal.py")),),
-    derive=derive, derived="seg11valid")
+    derive=derive, derived="seg11valid", needs=("sbdd",))
