@@ -224,7 +224,8 @@ def gpu_line():
     if row is None:
         return None, why
     cap, _ = smi("--query-gpu=compute_cap", "--format=csv,noheader")   # (newer drivers)
-    return [f.strip() for f in row.split(",")] + [cap or "?"], None
+    mode, _ = smi("--query-gpu=compute_mode", "--format=csv,noheader")
+    return [f.strip() for f in row.split(",")] + [cap or "?", mode or "?"], None
 
 
 def driver_cuda():
@@ -246,7 +247,8 @@ def preflight(run, wheels, stand_in, py_env):
     gpu, why = gpu_line()
     if gpu:
         run.check("gpu", True, f"{gpu[0]}, driver {gpu[1]}, {gpu[2]} MiB, compute capability "
-                  f"{gpu[3]}", name=gpu[0], driver=gpu[1], memory_mib=gpu[2], compute_cap=gpu[3])
+                  f"{gpu[3]}, compute mode {gpu[4]}", name=gpu[0], driver=gpu[1],
+                  memory_mib=gpu[2], compute_cap=gpu[3], compute_mode=gpu[4])
     elif stand_in:
         run.check("gpu", True, f"none ({why}); the CPU stands in for it", name=None)
     else:
@@ -270,10 +272,13 @@ def preflight(run, wheels, stand_in, py_env):
               f"{len(mine)} wheel(s) for {pytag}" + (
                   f"; not for this Python: {', '.join(map(str, others))}" if others else ""),
               version=platform.python_version(), executable=sys.executable)
-    r = subprocess.run([sys.executable, "-c", PACKAGES_PROBE], capture_output=True, text=True,
-                       timeout=300, env=py_env, cwd="/")
     try:
+        r = subprocess.run([sys.executable, "-c", PACKAGES_PROBE], capture_output=True,
+                           text=True, timeout=300, env=py_env, cwd="/")
         found = json.loads(r.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        found = {}
+        run.check("packages", False, "their imports did not end in 300 s")
     except (ValueError, IndexError):
         found = {}
         run.check("packages", False, f"could not be listed: {last_error(r.stderr.splitlines())}")
@@ -367,6 +372,8 @@ class Build:
         cmd += ["--model", model] if model else []
         cmd += ["--stand-in"] if self.stand_in else []
         rc, why = run_child(cmd, self.env, limit, self.run.log)
+        if rc is None and limit < LIMITS[part][1 if self.stand_in else 0]:
+            why = "not run to its end: the time budget ran out"
         try:
             got = json.loads(result.read_text())
         except (OSError, ValueError):
@@ -385,8 +392,12 @@ class Build:
         self.rec["install"] = how or why
         if why:
             return self.fail(f"install: {why}")
-        probe = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True,
-                               text=True, env=self.env, cwd="/", timeout=300)
+        try:
+            probe = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True,
+                                   text=True, env=self.env, cwd="/", timeout=300)
+        except subprocess.TimeoutExpired:
+            self.rec["import"] = {"ok": False, "error": "import caffe did not end in 300 s"}
+            return self.fail(f"import caffe: {self.rec['import']['error']}")
         try:
             info = json.loads(probe.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
