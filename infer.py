@@ -16,15 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from caffe.proto import caffe_pb2
-from google.protobuf import text_format
-
-from fcn import caffemodel, cli, files, images, memory, visual, zoo
-from fcn.builder import MODALITIES
-from fcn.datasets import DATASETS, head_classes
+from fcn import cli, files, visual, zoo
+from fcn.datasets import head_classes
+from fcn.segmenter import Segmenter, default_weights
 from fcn.device import use_device
-from fcn.errors import FcnError
+from fcn.errors import FcnError, UserError
 from fcn.paths import OUT
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -38,73 +34,12 @@ def expand_inputs(paths):
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
             if not found:
-                raise cli.UserError(f"{p} is a folder with no images "
+                raise UserError(f"{p} is a folder with no images "
                                     f"({', '.join(sorted(IMAGE_EXTS))})")
             out += found
         else:
             out.append(p)
     return out
-
-
-class Segmenter:
-    """A deploy net with weights, reshaped only when the input size changes."""
-
-    def __init__(self, model, weights, device=None):
-        self.model = model
-        self.inputs = [name for name, _ in MODALITIES[model.modality]]
-        if model.modality != "color":
-            raise cli.UserError(f"{model.name} reads {model.modality} input, not an RGB image; "
-                                "the models that read RGB images take images here")
-        caffemodel.read_shapes(weights)
-        path = model.dir / "deploy.prototxt"
-        self.proto = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
-        self.net = caffemodel.load_net(path, weights)
-        self.device = device
-        self.estimate = memory.memory_model(self.net, self.proto, self.inputs,
-                                     gpu=device is not None and device.is_gpu)
-        self.shape = None
-        self.reshapes = 0
-        self.mean = DATASETS[model.eval.dataset].mean
-
-    def check(self, h, w, path):
-        return memory.check_fits_memory(self.estimate, h, w, path, self.model.name, self.device)
-
-    def load(self, path):
-        """HxWx3 RGB of the image at ``path``, refused from its header alone (before
-        any pixel is decoded) when its forward pass would not fit in memory."""
-        im = images.open_image(path)
-        w, h = im.size
-        if images.orientation(im) in (5, 6, 7, 8):      # EXIF says: rotated by 90 degrees
-            w, h = h, w
-        self.check(h, w, path)
-        return images.photo_rgb(im, path)
-
-    def __call__(self, rgb):
-        """HxWx3 RGB -> {score blob: HxW class indices}."""
-        x = images.preprocess(rgb, self.mean)
-        if self.shape != x.shape:
-            self.net.blobs["data"].reshape(1, *x.shape)
-            self.net.reshape()
-            self.shape = x.shape
-            self.reshapes += 1
-        self.net.blobs["data"].data[0] = x
-        self.net.forward()
-        return {f"score{h.suffix}": self.net.blobs[f"score{h.suffix}"].data[0].argmax(axis=0)
-                .astype(np.uint8) for h in self.model.heads}
-
-
-def default_weights(model):
-    """The model's weights by the zoo's rule (zoo.Model.trained_weights), or one line
-    saying how to get them."""
-    found = model.weights()
-    if found:
-        return found
-    released = model.released_weights
-    if released:
-        raise cli.UserError(f"no weights for {model.name}: get the released ones with 'python "
-                            f"prepare.py get weights {model.name}' (or pass --weights)")
-    raise cli.UserError(f"no weights for {model.name}: none are released; train it "
-                        f"(python {model.name}/solve.py) or pass --weights")
 
 
 def output_names(model, path):
@@ -122,7 +57,7 @@ def check_outputs(model, paths, out, weights):
         for name in output_names(model, path):
             target = (out / name).resolve()
             if target in claimed and claimed[target] != path:
-                raise cli.UserError(f"{claimed[target]} and {path} would both be written to "
+                raise UserError(f"{claimed[target]} and {path} would both be written to "
                                     f"{out / name}; segment them into different --out folders")
             files.check_replaceable(out / name, "--out", inputs=[*paths, weights],
                                     ours=visual.written_by_us)

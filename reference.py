@@ -50,11 +50,12 @@ from PIL import Image
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-import infer
 from fcn import caffemodel, checker, cli, files, images, memory, onnx_export, visual, zoo
 from fcn.datasets import head_classes
 from fcn.device import use_device
 from fcn.paths import CAFFE_DIR, REPO, SHARED_DATA, sdist_env
+from fcn.segmenter import Segmenter, default_weights
+from fcn.errors import UserError
 
 # The kit's images when none is given: the VOC demo image and a photo of the shared data.
 KIT_IMAGES = ("voc-demo/image.jpg", "photos/cat.bmp")
@@ -129,7 +130,7 @@ def segmenter(model, weights, device):
     # Winograd forward of patch 0010 (the same convolutions up to float rounding,
     # about 1e-6 relative), unless the caller set CAFFE_WINOGRAD themselves.
     os.environ.setdefault("CAFFE_WINOGRAD", "0")
-    seg = infer.Segmenter(model, weights, device)
+    seg = Segmenter(model, weights, device)
     seg.weights, seg.weights_sha256 = weights, files.checksum(weights)
     return seg
 
@@ -207,15 +208,15 @@ def kit_images(given):
     else:
         paths = [SHARED_DATA / p for p in KIT_IMAGES]
         if not all(p.is_file() for p in paths):
-            raise cli.UserError(f"no --image given and the shared data's images are not in "
+            raise UserError(f"no --image given and the shared data's images are not in "
                                 f"{SHARED_DATA}; give one or more --image")
     for p in paths:
         if not p.is_file():
-            raise cli.UserError(f"image not found: {p}")
+            raise UserError(f"image not found: {p}")
     stems = [p.stem for p in paths]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
-        raise cli.UserError(f"two images named {twice[0]}.*: their references would have "
+        raise UserError(f"two images named {twice[0]}.*: their references would have "
                             "the same name; rename one")
     return paths
 
@@ -234,7 +235,7 @@ def read_kit_images(seg, paths, size=None):
             continue
         h, w = images.load_photo(p).shape[:2]        # as inference reads it: EXIF applied
         if h < size[0] or w < size[1]:
-            raise cli.UserError(f"image {p} is {h}x{w}, smaller than --size "
+            raise UserError(f"image {p} is {h}x{w}, smaller than --size "
                                 f"{size[0]}x{size[1]}; give a smaller --size or larger images")
         seen.append(size)
     return seen
@@ -329,7 +330,7 @@ def load(path):
     try:
         return checker.load(Path(path), "a reference .npz (python reference.py export writes one)")
     except checker.CheckError as e:
-        raise cli.UserError(str(e)) from None
+        raise UserError(str(e)) from None
 
 
 # What export puts in every reference's meta.
@@ -419,7 +420,7 @@ def compare_command(args):
 
 def model_and_weights(args):
     model = zoo.model_from_arg(args.model)
-    weights = Path(args.weights) if args.weights else infer.default_weights(model)
+    weights = Path(args.weights) if args.weights else default_weights(model)
     caffemodel.check_file(weights)
     return model, weights
 

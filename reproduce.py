@@ -43,78 +43,19 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
 
-import prepare
-import training
-from fcn import caffemodel, cli, downloads, files, metrics, schedule, snapshots, zoo
-from fcn.datasets import DATASETS, check_reader, data_root
+from fcn import caffemodel, cli, downloads, files, metrics, preparation, schedule, snapshots, \
+    train, weights, zoo
+from fcn.datasets import DATASETS, check_reader, checked_root
 from fcn.device import build_info, machine_name, use_device, visible_gpus
-from fcn.errors import DataError
+from fcn.errors import DataError, UserError
 from fcn.paths import OUT, REPO
+from fcn.paper import PAPER, PAPER_KEYS, PIPELINES, RELEASE
 from fcn.progress import fmt_time, say
 from fcn.schedule import Task
 
 TIMED_ITERS = 2                 # training iterations timed for the estimate (after one warm-up)
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    data: Tuple[str, ...]       # prepare.py datasets, in the order they are made
-    models: Tuple[str, ...]     # zoo.MODELS, in training order
-
-
-PIPELINES = {
-    "voc": Pipeline(("sbdd", "voc"), ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce",
-                                      "voc-fcn-alexnet")),
-    "nyud": Pipeline(("nyud",), ("nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-hha",
-                                 "nyud-fcn32s-color-d")),
-    "siftflow": Pipeline(("siftflow",), ("siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s")),
-    "pascalcontext": Pipeline(("pascalcontext",), ("pascalcontext-fcn32s", "pascalcontext-fcn16s",
-                                                   "pascalcontext-fcn8s")),
-}
-
-# Figures to compare with, in percent. The release's README gives mean IU on
-# seg11valid for its VOC models; the paper the four metrics of its tables (SIFT
-# Flow also geometric accuracy). Each row says where it comes from and whether it
-# was checked against a readable copy of that source (docs/reproduce.md).
-RELEASE = {"voc-fcn32s": 63.6, "voc-fcn16s": 65.0, "voc-fcn8s": 65.5, "voc-fcn8s-atonce": 65.4,
-           "voc-fcn-alexnet": 48.0}
-PAPER_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "geo_accuracy")
-
-
-@dataclass(frozen=True)
-class Figures:
-    values: Tuple[float, ...]   # in PAPER_KEYS order
-    source: str                 # the table they come from
-    checked: str                # what was checked against a readable copy, or "unverified"
-
-
-PAMI_VOC = ("PAMI 2016, VOC2011 seg11valid", "mean IU: the release's README; the other "
-            "three unverified (no readable copy of the PAMI tables found)")
-PAMI_UNVERIFIED = "unverified: no readable copy of the PAMI tables found"
-PAPER = {
-    "voc-fcn32s": Figures((90.5, 76.5, 63.6, 83.5), *PAMI_VOC),
-    "voc-fcn16s": Figures((91.0, 78.1, 65.0, 84.3), *PAMI_VOC),
-    "voc-fcn8s": Figures((91.2, 77.6, 65.5, 84.5), *PAMI_VOC),
-    "voc-fcn8s-atonce": Figures((91.1, 78.5, 65.4, 84.4), *PAMI_VOC),
-    "nyud-fcn32s-color": Figures((61.8, 44.7, 31.6, 46.0), "PAMI 2016, NYUDv2", PAMI_UNVERIFIED),
-    "nyud-fcn32s-hha": Figures((58.3, 35.7, 25.2, 41.7), "PAMI 2016, NYUDv2", PAMI_UNVERIFIED),
-    "nyud-fcn32s-color-d": Figures((62.1, 44.8, 31.7, 46.3), "PAMI 2016, NYUDv2",
-                                   PAMI_UNVERIFIED),
-    "nyud-fcn32s-color-hha": Figures((65.3, 44.0, 33.3, 48.6), "PAMI 2016, NYUDv2",
-                                     PAMI_UNVERIFIED),
-    "siftflow-fcn16s": Figures((85.2, 51.7, 39.5, 76.1, 94.3), "CVPR 2015 Table 5 (SIFT Flow)",
-                               "all five: CVPR 2015 Table 5"),
-    "pascalcontext-fcn32s": Figures((65.5, 49.1, 36.7, 50.9), "PAMI 2016, PASCAL-Context 59",
-                                    PAMI_UNVERIFIED),
-    "pascalcontext-fcn16s": Figures((66.9, 51.3, 38.4, 52.3), "PAMI 2016, PASCAL-Context 59",
-                                    PAMI_UNVERIFIED),
-    "pascalcontext-fcn8s": Figures((67.5, 52.3, 39.1, 53.0), "PAMI 2016, PASCAL-Context 59",
-                                   PAMI_UNVERIFIED),
-}
 
 
 # ---------------------------------------------------------------------------
@@ -128,8 +69,7 @@ class Run:
         self.args, self.device = args, device
         self.dataset = dataset
         self.pipeline = PIPELINES[dataset]
-        self.root = cli.output_dir(data_root(args.data_root),
-                                   "--data-root" if args.data_root else "the data root")
+        self.root = checked_root(args.data_root, write=True)
         self.out = cli.output_dir(Path(args.out).resolve() if args.out
                                   else OUT / "reproduce", "--out")
         self.dir = self.out / self.dataset
@@ -428,14 +368,14 @@ def do_data(run, d):
     """The dataset checked; downloaded, unpacked and derived first unless it is
     already complete (made by hand, or by an earlier prepare.py get)."""
     counts = not run.test
-    if not (run.root / DATASETS[d].dir).is_dir() or prepare.check(d, run.root, out=lambda _: None,
+    if not (run.root / DATASETS[d].dir).is_dir() or preparation.check(d, run.root, out=lambda _: None,
                                                                   counts=counts):
-        prepare.get(d, run.root, trust_new=run.args.trust_new_downloads)
-    problems = prepare.check(d, run.root, counts=counts)
+        preparation.get(d, run.root, trust_new=run.args.trust_new_downloads)
+    problems = preparation.check(d, run.root, counts=counts)
     if problems:
         for line in problems[:20]:
             say(f"problem: {line}")
-        raise cli.UserError(f"{d}: {len(problems)} problem(s) in {run.root / DATASETS[d].dir} "
+        raise UserError(f"{d}: {len(problems)} problem(s) in {run.root / DATASETS[d].dir} "
                             f"(python prepare.py check {d} lists them)")
     found = check_reader(d, run.root)
     sizes = ", ".join(f"{s} {len(found.ids(s))}" for s in DATASETS[d].splits)
@@ -443,15 +383,15 @@ def do_data(run, d):
 
 
 def do_weights(run, name):
-    prepare.get_weights(name, run.args.trust_new_downloads, run.args.data_root)
+    weights.get_weights(name, run.args.trust_new_downloads, run.args.data_root)
 
 
 def do_train(run, model):
-    """One training stage, as solve.py trains it (training.run): resumed from its last
+    """One training stage, as solve.py trains it (train.run): resumed from its last
     intact snapshot if it has one, else started from its initialisation (a fresh start
     clears the logs of a start that never reached a snapshot)."""
     out = run.stage_dir(model)
-    options = training.Options(out=str(out), iters=run.iters(model),
+    options = train.Options(out=str(out), iters=run.iters(model),
                                test_interval=run.interval(model), data_root=str(run.root),
                                device=run.device)
     state = snapshots.last_snapshot(out, say)
@@ -462,7 +402,7 @@ def do_train(run, model):
             (out / log).unlink(missing_ok=True)
         if model.starts_from:          # (from a classifier: solve.py's default)
             options.weights = ",".join(str(run.final(zoo.MODELS[s])) for s in model.starts_from)
-    result = training.run(model, options)
+    result = train.run(model, options)
     if result.exit_code != 0:
         raise Stopped(result.exit_code)
 
@@ -578,7 +518,7 @@ def redo(runs, stage, dry_run=False):
     is forgotten, and no weights or snapshots are ever removed."""
     known = {"data", "weights", "score", *(m for r in runs for m in r.pipeline.models)}
     if stage not in known:
-        raise cli.UserError(f"--redo {stage}: stages of {', '.join(r.dataset for r in runs)} "
+        raise UserError(f"--redo {stage}: stages of {', '.join(r.dataset for r in runs)} "
                             f"are data, weights, "
                             f"{', '.join(m for r in runs for m in r.pipeline.models)}, score")
     for run in runs:
@@ -642,7 +582,7 @@ def run_step(runs, task_id):
     in OUT/steps/<step>.json (--status reads it)."""
     tasks = {t.id: t for t in plan(runs, {})}
     if task_id not in tasks:
-        raise cli.UserError(f"--step {task_id}: the steps of "
+        raise UserError(f"--step {task_id}: the steps of "
                             f"{', '.join(r.dataset for r in runs)} are {', '.join(tasks)}")
     task = tasks[task_id]
     run = next(r for r in runs if r.dataset == task.dataset)
@@ -651,7 +591,7 @@ def run_step(runs, task_id):
         return 0
     missing = [d for d in task.deps if not tasks[d].done]
     if missing:
-        raise cli.UserError(f"{label(task_id)} needs {', '.join(map(label, missing))}, not "
+        raise UserError(f"{label(task_id)} needs {', '.join(map(label, missing))}, not "
                             "done yet")
     folder = run.out / "steps"
     path = folder / f"{task.file_name}.json"
@@ -684,28 +624,28 @@ def check_modes(args):
     chosen = [f for f, v in (("--gpus", args.gpus), ("--workers", args.workers),
                              ("--slurm", args.slurm)) if v]
     if len(chosen) > 1:
-        raise cli.UserError(f"{' and '.join(chosen)}: choose one way to run the steps")
+        raise UserError(f"{' and '.join(chosen)}: choose one way to run the steps")
     if chosen and (args.gpu is not None or args.cpu):
-        raise cli.UserError(f"{chosen[0]} chooses the devices itself; leave out --gpu/--cpu")
+        raise UserError(f"{chosen[0]} chooses the devices itself; leave out --gpu/--cpu")
     if args.step and (chosen or args.status or args.cancel):
-        raise cli.UserError("--step runs one step here; it takes none of --gpus, --workers, "
+        raise UserError("--step runs one step here; it takes none of --gpus, --workers, "
                             "--slurm, --status, --cancel")
     for flag in ("partition", "account", "time", "slurm_template", "cpus_per_task"):
         if getattr(args, flag) is not None and not args.slurm:
-            raise cli.UserError(f"--{flag.replace('_', '-')} goes with --slurm")
+            raise UserError(f"--{flag.replace('_', '-')} goes with --slurm")
     if args.workers is not None and args.workers < 1:
-        raise cli.UserError(f"--workers {args.workers}: at least 1")
+        raise UserError(f"--workers {args.workers}: at least 1")
     if args.cpus_per_task is not None and args.cpus_per_task < 1:
-        raise cli.UserError(f"--cpus-per-task {args.cpus_per_task}: at least 1")
+        raise UserError(f"--cpus-per-task {args.cpus_per_task}: at least 1")
     gpus = schedule.parse_gpus(args.gpus) if args.gpus else None
     if gpus and not args.dry_run:           # (a plan for GPUs can be made anywhere)
         if not build_info().get("cuda"):
-            raise cli.UserError(f"--gpus {args.gpus}: this Caffe is built CPU-only; use "
+            raise UserError(f"--gpus {args.gpus}: this Caffe is built CPU-only; use "
                                 "--workers N on the CPU, or build for CUDA (README: GPU)")
         found = len(visible_gpus())
         bad = [g for g in gpus if g >= found]
         if bad:
-            raise cli.UserError(f"--gpus {args.gpus}: {found} GPU(s) answer here (ids "
+            raise UserError(f"--gpus {args.gpus}: {found} GPU(s) answer here (ids "
                                 f"0..{found - 1})" if found else f"--gpus {args.gpus}: no GPU "
                                 "answers here")
     slurm = None
@@ -732,7 +672,7 @@ def main(argv=None):
                                     "start from")
     p.add_argument("--redo", metavar="STAGE",
                    help="run a finished stage again: data, weights, a model, or score")
-    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/)")
+    cli.add_data_root_flag(p)
     p.add_argument("--out", help="output folder (default: out/reproduce)")
     p.add_argument("--trust-new-downloads", action="store_true",
                    help="accept downloads with nothing on record (their sha256 is printed)")
@@ -761,17 +701,17 @@ def main(argv=None):
     p.add_argument("--test-iters", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.test_iters is not None and args.test_iters < 1:
-        raise cli.UserError("--test-iters must be at least 1")
+        raise UserError("--test-iters must be at least 1")
     names = list(PIPELINES) if "all" in args.datasets else list(dict.fromkeys(args.datasets))
     bad = [d for d in names if d not in PIPELINES]
     if bad:
-        raise cli.UserError(f"unknown dataset {', '.join(bad)}; datasets: "
+        raise UserError(f"unknown dataset {', '.join(bad)}; datasets: "
                             f"{', '.join(PIPELINES)}, all")
     if args.models is not None:
         want = models_asked(args)
         ours = [m for d in names for m in PIPELINES[d].models]
         if not want or any(m not in ours for m in want):
-            raise cli.UserError(f"--models {args.models}: models of {', '.join(names)} are "
+            raise UserError(f"--models {args.models}: models of {', '.join(names)} are "
                                 f"{', '.join(ours)}")
     gpus, slurm = check_modes(args)
     downloads.extra_table()                   # $FCN_CHECKSUMS checked before any work

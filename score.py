@@ -16,20 +16,21 @@ import sys
 from pathlib import Path
 
 from fcn import caffemodel, cli, files, metrics, visual, zoo
-from fcn.datasets import DATASETS, head_classes
+from fcn.datasets import DATASETS, checked_root, head_classes
 from fcn.device import use_device
+from fcn.errors import UserError
 
 
 def check_save_dir(save_dir, model, root):
     """--save-dir may not be the data root, nor a folder that holds it, nor inside the
     evaluation dataset's folders."""
     if files.inside(root, save_dir):
-        raise cli.UserError(f"--save-dir {save_dir} is or holds the data root {root}; "
+        raise UserError(f"--save-dir {save_dir} is or holds the data root {root}; "
                             "predictions never go among the data: choose another --save-dir")
     dataset = DATASETS[model.eval.dataset]
     for folder in {root / dataset.dir, root / dataset.extra.get("context_dir", dataset.dir)}:
         if files.inside(save_dir, folder):
-            raise cli.UserError(f"--save-dir {save_dir} is inside the dataset folder "
+            raise UserError(f"--save-dir {save_dir} is inside the dataset folder "
                                 f"{folder}; predictions never go among the data: choose "
                                 "another --save-dir")
 
@@ -39,7 +40,7 @@ def main(argv=None):
     p.add_argument("model", metavar="MODEL_DIR", help="a model directory, e.g. voc-fcn8s")
     p.add_argument("--weights", required=True, help="caffemodel to score")
     p.add_argument("--split", help="split to score (default: the model's evaluation split)")
-    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/)")
+    cli.add_data_root_flag(p)
     p.add_argument("--save-dir", help="also write each prediction as a palette PNG here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     cli.add_device_flags(p)
@@ -50,9 +51,9 @@ def main(argv=None):
     weights = Path(args.weights)
     save_dir = cli.output_dir(args.save_dir, "--save-dir") if args.save_dir else None
     caffemodel.read_shapes(weights)          # missing / damaged: one line, before any work
-    proto = model.data_net("eval", args.split, args.data_root)
-    params = json.loads(proto.layer[0].python_param.param_str)
-    split, root = params["split"], Path(params["data_root"])
+    split = args.split or model.eval.split
+    root = checked_root(args.data_root, [(model.eval.dataset, split)])
+    proto = model.data_net("eval", split, root)
     if save_dir is not None:
         check_save_dir(save_dir, model, root)
     print(device, file=sys.stderr if args.json else sys.stdout, flush=True)

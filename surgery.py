@@ -17,34 +17,11 @@ under the release's names.
 """
 import argparse
 import sys
-from pathlib import Path
 
-from fcn import cli, files, zoo
-from fcn.builder import fcn_backbone
-from fcn.caffemodel import is_caffemodel, load_net, save_atomic
+from fcn import cli, zoo
+from fcn.initial import make_fcn_init
 from fcn.surgery import (SurgeryError, color_depth_conv1, deconvolutions,  # noqa: F401
                          expand_score, interp, transplant, transplant_summary, upsample_filt)
-
-
-def make_fcn_init(backbone, proto=None, weights=None, out=None):
-    """Classifier -> FCN initialisation file; returns (out path, transplant summary)."""
-    c = zoo.CLASSIFIERS[backbone]
-    proto = Path(proto or c.dir / c.proto)
-    weights = Path(weights or c.dir / c.weights)
-    out = cli.output_file(out or c.dir / c.fcn_init, "--out")
-    files.check_replaceable(out, "--out", inputs=[proto, weights], ours=is_caffemodel)
-    if not proto.is_file():
-        raise SurgeryError(f"classifier net not found: {proto} (python nets.py ilsvrc-nets "
-                           "makes it)")
-    if not weights.is_file():
-        raise SurgeryError(f"classifier weights not found: {weights}; {c.how_to_get()} "
-                           "(see ilsvrc-nets/README.md)")
-    classifier = load_net(proto, weights)
-    fcn = load_net(fcn_backbone(backbone))
-    summary = transplant(fcn, classifier)
-    del classifier
-    save_atomic(fcn, out)
-    return out, summary
 
 
 def main(argv=None):

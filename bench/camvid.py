@@ -20,9 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import surgery  # noqa: E402  (the repository's modules, on the path above)
-import training  # noqa: E402
-from fcn import cli, squeezenet, zoo  # noqa: E402
+from fcn import cli, files, squeezenet, train, zoo  # noqa: E402
+from fcn.initial import squeezenet_fcn  # noqa: E402
 from fcn.device import use_device  # noqa: E402
 
 RUNS = {   # name -> (model, from scratch?)
@@ -36,9 +35,7 @@ def ensure_init(data, out):
     """The SqueezeNet FCN initialisation, made the way make demo makes it."""
     init = out / "squeezenet-fcn.caffemodel"
     if not init.is_file():
-        weights = out / "squeezenet_v1.0.caffemodel"
-        squeezenet.decode_to_caffemodel(data / "squeezenet", weights)
-        surgery.make_fcn_init("squeezenet", weights=weights, out=init)
+        squeezenet_fcn(data / "squeezenet", out / "squeezenet_v1.0.caffemodel", init)
     return init
 
 
@@ -60,17 +57,17 @@ def main(argv=None):
         run = out / name
         if run.exists():
             shutil.rmtree(run)
-        options = training.Options(
+        options = train.Options(
             time_budget=args.minutes, iters=10_000_000, test_interval=args.test_interval,
             display=200, data_root=str(data), out=str(run), device=device,
             weights=None if scratch else str(init), from_scratch=scratch)
         t = time.time()
         with open(out / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
                 contextlib.redirect_stderr(log):
-            result = training.run(zoo.MODELS[model], options)
+            result = train.run(zoo.MODELS[model], options)
         if result.exit_code:
             return result.exit_code
-        scores = training.read_jsonl(run / "metrics.jsonl")
+        scores = files.read_jsonl(run / "metrics.jsonl")
         last = scores[-1]
         results[name] = {
             "model": model, "init": "random (Caffe fillers)" if scratch else "SqueezeNet ImageNet",

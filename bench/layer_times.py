@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.speed import image_input, make_weights  # noqa: E402
+from fcn.timing import image_input, make_weights  # noqa: E402
 from fcn.device import cpu_name  # noqa: E402
 from fcn import cli  # noqa: E402
 

@@ -25,13 +25,13 @@ import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads
 import caffe  # noqa: E402  (after fcn: quiet logging)
 import numpy as np  # noqa: E402
 
-from bench.speed import SIZES, random_weights  # noqa: E402
+from fcn.timing import SIZES, random_weights  # noqa: E402
 from fcn.paths import REPO, cache_dir, sdist_env  # noqa: E402
 
 WORKER = r'''
 import sys, numpy as np, caffe
 sys.path.insert(0, sys.argv[4])
-from bench.speed import SIZES, image_input
+from fcn.timing import SIZES, image_input
 if sys.argv[5] == "cpu":
     caffe.set_mode_cpu()
 else:

@@ -47,11 +47,10 @@ from google.protobuf import text_format  # noqa: E402
 
 from fcn import cli  # noqa: E402,I100
 from fcn.device import cpu_name, use_device  # noqa: E402
-from fcn.surgery import interp  # noqa: E402
+from fcn.timing import SIZES, image_input, make_weights  # noqa: E402
 # PyTorch, onnxruntime and OpenVINO are imported by their workers alone: a Caffe
 # worker's process never starts their thread pools.
 
-SIZES = [(500, 500), (334, 500)]
 DEVICE = "cpu"          # or a GPU id (str): what --gpu asked for, passed to each worker
 
 
@@ -77,23 +76,6 @@ def torch_device():
 
 # ---------------------------------------------------------------------------
 # Workers (run in their own processes)
-
-
-def random_weights(net, seed=0):
-    """He-style random weights (activations keep their scale through VGG-16);
-    deconvolutions bilinear, as in every FCN."""
-    rng = np.random.default_rng(seed)
-    for name, params in net.params.items():
-        w = params[0].data
-        fan_in = int(np.prod(w.shape[1:]))
-        w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32((2 / fan_in) ** 0.5)
-        for b in params[1:]:
-            b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32) * 0.1
-    interp(net)
-
-
-def image_input(h, w, seed=1):
-    return np.random.default_rng(seed).uniform(-120, 130, (1, 3, h, w)).astype(np.float32)
 
 
 def worker_caffe_forward(weights, reps, out):
@@ -123,7 +105,7 @@ def worker_caffe_im2col_forward(weights, reps, out):
 
 
 def worker_torch_forward(weights, reps, out):
-    from bench.torch_fcn import TorchNet
+    from fcn.torch_net import TorchNet
     torch, dev, sync = torch_device()
     cnet = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), str(weights), caffe.TEST)
     tnet = TorchNet(str(REPO / "voc-fcn8s/deploy.prototxt"), cnet).train(False).to(dev)
@@ -269,22 +251,15 @@ def worker_caffe_train(weights, reps, out):
 
 
 def worker_torch_train(weights, reps, out):
-    from bench.torch_fcn import TorchNet
+    from fcn.torch_net import TorchNet, sgd_step
     torch, dev, sync = torch_device()
     tmp = tempfile.mkdtemp()
     path = train_net_file(tmp)
     cnet = caffe.Net(str(path), str(weights), caffe.TEST)
     tnet = TorchNet(str(path), cnet).train().to(dev)
     del cnet
-    opt = tnet.sgd(base_lr=1e-10, momentum=0.99, weight_decay=5e-4)
     x, y = (torch.from_numpy(a).to(dev) for a in train_batch())
-
-    def step():
-        opt.zero_grad(set_to_none=False)
-        loss = tnet(data=x, label=y)["loss"]
-        loss.backward()
-        opt.step()
-        return loss
+    step = sgd_step(tnet, {"data": x, "label": y})
     step()
     times = []
     for _ in range(reps):
@@ -335,22 +310,6 @@ def interleaved(workers, weights, args, tmp):
 def med(rounds, key):
     """Median over every repetition of every round."""
     return round(statistics.median(x for r in rounds for x in r[key]), 3)
-
-
-def make_weights(tmp, model="voc-fcn8s", onnx=False):
-    """Random weights for a model (and, with ``onnx``, its ONNX export beside them,
-    written by ``reference.py onnx`` in its own process: the workers started after it
-    inherit this process's peak memory as theirs)."""
-    net = caffe.Net(str(REPO / model / "deploy.prototxt"), caffe.TEST)
-    random_weights(net)
-    weights = Path(tmp) / f"{model}-random.caffemodel"
-    net.save(str(weights))
-    del net
-    if onnx:
-        subprocess.run([sys.executable, str(REPO / "reference.py"), "onnx", str(REPO / model),
-                        "--weights", str(weights), "--out", str(weights.with_suffix(".onnx"))],
-                       check=True, stdout=subprocess.DEVNULL)
-    return weights
 
 
 def infer_wall(weights, tmp):

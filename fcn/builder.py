@@ -13,6 +13,7 @@ from caffe import layers as L, params as P
 from caffe.coord_map import crop
 
 from fcn import datasets
+from fcn.datasets.base import IGNORE
 from fcn.errors import FcnError
 
 ATONCE_SCALE = {"pool4": 0.01, "pool3": 0.0001}
@@ -373,7 +374,7 @@ def add_loss(n, head, index, data, normalize):
     # The first head's loss is "loss" (the release's name), the others "loss<suffix>".
     n["loss" if index == 0 else "loss" + head.suffix] = L.SoftmaxWithLoss(
         n["score" + head.suffix], n[head.label],
-        loss_param=dict(normalize=normalize, ignore_label=255))
+        loss_param=dict(normalize=normalize, ignore_label=IGNORE))
 
 
 def classifier(backbone, input_hw):

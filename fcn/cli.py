@@ -12,8 +12,9 @@ from pathlib import Path
 
 from fcn.errors import FcnError, UserError
 
-__all__ = ["FcnError", "UserError", "run", "finite", "image_size", "output_dir", "output_file",
-           "env_path", "env_number", "env_choice", "check_environment", "add_device_flags"]
+__all__ = ["run", "finite", "image_size", "output_dir", "output_file",
+           "env_path", "env_number", "env_choice", "check_environment", "add_device_flags",
+           "add_data_root_flag"]
 
 
 def run(main, argv=None, prog=None):
@@ -78,6 +79,16 @@ def env_number(name, low=0.0):
     if not math.isfinite(number) or number <= low:
         raise UserError(f"${name} is {value!r}; it must be a number above {low:g}, or unset")
     return number
+
+
+DATA_ROOT_HELP = ("the data root (default: $FCN_DATA, else the repo's data/, or the shared "
+                  "data beside the repo, ../shared/data, where that holds what is needed)")
+
+
+def add_data_root_flag(parser):
+    """--data-root, the same on every command (fcn.datasets.data_root decides what it
+    defaults to; fcn.datasets.checked_root checks it before any work)."""
+    parser.add_argument("--data-root", help=DATA_ROOT_HELP)
 
 
 def add_device_flags(parser):

@@ -6,12 +6,45 @@ depth channel). One line, naming the command that makes or gets them, when they
 are missing."""
 from pathlib import Path
 
-from fcn import caffemodel, zoo
+from fcn import caffemodel, cli, files, squeezenet, zoo
 from fcn.builder import fcn_backbone
 from fcn.errors import UserError
 from fcn.paths import REPO, shown
 from fcn.progress import say
-from fcn.surgery import color_depth_conv1, transplant
+from fcn.surgery import SurgeryError, color_depth_conv1, transplant
+
+
+def make_fcn_init(backbone, proto=None, weights=None, out=None):
+    """Classifier -> FCN initialisation file (surgery.py): the classifier's
+    convolutions kept, fc6/fc7 recast as convolutions holding the same numbers, its
+    classifier dropped; returns (out path, transplant summary)."""
+    c = zoo.CLASSIFIERS[backbone]
+    proto = Path(proto or c.dir / c.proto)
+    weights = Path(weights or c.dir / c.weights)
+    out = cli.output_file(out or c.dir / c.fcn_init, "--out")
+    files.check_replaceable(out, "--out", inputs=[proto, weights], ours=caffemodel.is_caffemodel)
+    if not proto.is_file():
+        raise SurgeryError(f"classifier net not found: {proto} (python nets.py ilsvrc-nets "
+                           "makes it)")
+    if not weights.is_file():
+        raise SurgeryError(f"classifier weights not found: {weights}; {c.how_to_get()} "
+                           "(see ilsvrc-nets/README.md)")
+    classifier = caffemodel.load_net(proto, weights)
+    fcn = caffemodel.load_net(fcn_backbone(backbone))
+    summary = transplant(fcn, classifier)
+    del classifier
+    caffemodel.save_atomic(fcn, out)
+    return out, summary
+
+
+def squeezenet_fcn(src, classifier, out=None):
+    """The ImageNet SqueezeNet of ``src`` (Deep Compression) decoded into the caffemodel
+    ``classifier``, then cast into the FCN initialisation ``out`` (default
+    ilsvrc-nets/): the one way make demo, prepare.py get weights and the GPU check
+    make it. Returns (out, (non-zero weights, weights))."""
+    counts = squeezenet.decode_to_caffemodel(src, classifier)
+    out, _ = make_fcn_init("squeezenet", weights=classifier, out=out)
+    return out, counts
 
 
 def solve_py(name):

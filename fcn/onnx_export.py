@@ -98,119 +98,152 @@ def _weights(net, layer):
     return [p.data for p in net.params[layer.name]] if layer.name in net.params else []
 
 
+def _dropout(g, layer, net, ins):
+    g.value[layer.top[0]] = ins[0]
+
+
+def _convolution(g, layer, net, ins):
+    t, name = layer.type, layer.name
+    p = layer.convolution_param
+    w = _weights(net, layer)
+    inputs = [ins[0], g.const(f"{name}/weight", w[0])]
+    if p.bias_term:
+        inputs.append(g.const(f"{name}/bias", w[1]))
+    g.node("Conv" if t == "Convolution" else "ConvTranspose", inputs,
+           [g.out(layer, layer.top[0])], name, **_conv_attrs(p))
+
+
+def _relu(g, layer, net, ins):
+    name = layer.name
+    slope = layer.relu_param.negative_slope
+    if slope:
+        g.node("LeakyRelu", ins, [g.out(layer, layer.top[0])], name, alpha=slope)
+    else:
+        g.node("Relu", ins, [g.out(layer, layer.top[0])], name)
+
+
+def _pooling(g, layer, net, ins):
+    name = layer.name
+    p = layer.pooling_param
+    out = [g.out(layer, layer.top[0])]
+    if p.global_pooling:
+        op = {0: "GlobalMaxPool", 1: "GlobalAveragePool"}.get(p.pool)
+        if op is None:
+            raise ExportError(f"layer {name!r}: stochastic pooling has no ONNX export")
+        g.node(op, ins, out, name)
+        return
+    kernel = _hw(p, "kernel", 0, "kernel_size")
+    pad = _hw(p, "pad", 0)
+    stride = _hw(p, "stride", 1)
+    if any(pad):
+        # Caffe drops a last window that starts in the padding; opset 17 does not
+        raise ExportError(f"layer {name!r}: padded pooling is not exported")
+    if p.pool == 0:
+        g.node("MaxPool", ins, out, name, kernel_shape=kernel, strides=stride, ceil_mode=1)
+    elif p.pool == 1:
+        g.node("AveragePool", ins, out, name, kernel_shape=kernel, strides=stride,
+               ceil_mode=1, count_include_pad=0)
+    else:
+        raise ExportError(f"layer {name!r}: stochastic pooling has no ONNX export")
+
+
+def _crop(g, layer, net, ins):
+    name = layer.name
+    p = layer.crop_param
+    axis = p.axis if p.axis >= 0 else 4 + p.axis
+    axes = list(range(axis, 4))
+    offsets = list(p.offset) or [0]
+    offsets = offsets * len(axes) if len(offsets) == 1 else offsets
+    shape = f"{name}/shape"
+    if g.fixed:                           # what OpenCV 4.x reads: Shape, then Slice
+        g.node("Shape", [ins[1]], [f"{name}/fullshape"], f"{name}/fullshape")
+        g.node("Slice", [f"{name}/fullshape",
+                         g.const(f"{name}/from", np.array([axis], np.int64)),
+                         g.const(f"{name}/to", np.array([4], np.int64))],
+               [shape], f"{name}/shape")
+    else:
+        g.node("Shape", [ins[1]], [shape], f"{name}/shape", start=axis, end=4)
+    starts = g.const(f"{name}/starts", np.array(offsets, np.int64))
+    ends = f"{name}/ends"
+    g.node("Add", [starts, shape], [ends], f"{name}/ends")
+    g.node("Slice", [ins[0], starts, ends, g.const(f"{name}/axes", np.array(axes, np.int64))],
+           [g.out(layer, layer.top[0])], name)
+
+
+def _eltwise(g, layer, net, ins):
+    name = layer.name
+    p = layer.eltwise_param
+    out = [g.out(layer, layer.top[0])]
+    if p.operation == 1:                                   # SUM
+        coeff = list(p.coeff)
+        if coeff and any(c != 1 for c in coeff):
+            scaled = []
+            for i, (x, c) in enumerate(zip(ins, coeff)):
+                k = g.const(f"{name}/coeff{i}", np.array(c, np.float32))
+                scaled.append(f"{name}/scaled{i}")
+                g.node("Mul", [x, k], [scaled[-1]], f"{name}/mul{i}")
+            ins = scaled
+        g.node("Sum", ins, out, name)
+    elif p.operation == 0:                                 # PROD (Mul takes two)
+        _chain(g, "Mul", ins, out, name)
+    else:                                                  # MAX
+        g.node("Max", ins, out, name)
+
+
+def _scale(g, layer, net, ins):
+    name = layer.name
+    p = layer.scale_param
+    if len(layer.bottom) != 1 or p.num_axes != 1 or p.axis not in (1, -3):
+        raise ExportError(f"layer {name!r}: only a learned per-channel Scale is exported")
+    w = _weights(net, layer)
+    scale = g.const(f"{name}/scale", w[0].reshape(1, -1, 1, 1))
+    out = g.out(layer, layer.top[0])
+    if p.bias_term:
+        g.node("Mul", [ins[0], scale], [f"{name}/scaled"], f"{name}/mul")
+        g.node("Add", [f"{name}/scaled", g.const(f"{name}/bias", w[1].reshape(1, -1, 1, 1))],
+               [out], name)
+    else:
+        g.node("Mul", [ins[0], scale], [out], name)
+
+
+def _lrn(g, layer, net, ins):
+    name = layer.name
+    p = layer.lrn_param
+    if p.norm_region != 0:
+        raise ExportError(f"layer {name!r}: LRN within a channel has no ONNX export")
+    g.node("LRN", ins, [g.out(layer, layer.top[0])], name, size=p.local_size,
+           alpha=p.alpha, beta=p.beta, bias=p.k)
+
+
+def _concat(g, layer, net, ins):
+    name = layer.name
+    p = layer.concat_param
+    axis = p.axis if p.HasField("axis") or not p.HasField("concat_dim") else p.concat_dim
+    g.node("Concat", ins, [g.out(layer, layer.top[0])], name, axis=axis)
+
+
+# Caffe layer type -> its converter, f(graph, layer, net, the values of its bottoms):
+# a new layer type is one function and one entry.
+CONVERTERS = {
+    "Dropout": _dropout,
+    "Convolution": _convolution,
+    "Deconvolution": _convolution,
+    "ReLU": _relu,
+    "Pooling": _pooling,
+    "Crop": _crop,
+    "Eltwise": _eltwise,
+    "Scale": _scale,
+    "LRN": _lrn,
+    "Concat": _concat,
+}
+
+
 def _convert(g, layer, net):
     """One Caffe layer -> ONNX nodes."""
-    t, name = layer.type, layer.name
-    ins = [g.value[b] for b in layer.bottom]
-    if t == "Dropout":
-        g.value[layer.top[0]] = ins[0]
-        return
-    if t in ("Convolution", "Deconvolution"):
-        p = layer.convolution_param
-        w = _weights(net, layer)
-        inputs = [ins[0], g.const(f"{name}/weight", w[0])]
-        if p.bias_term:
-            inputs.append(g.const(f"{name}/bias", w[1]))
-        g.node("Conv" if t == "Convolution" else "ConvTranspose", inputs,
-               [g.out(layer, layer.top[0])], name, **_conv_attrs(p))
-        return
-    if t == "ReLU":
-        slope = layer.relu_param.negative_slope
-        if slope:
-            g.node("LeakyRelu", ins, [g.out(layer, layer.top[0])], name, alpha=slope)
-        else:
-            g.node("Relu", ins, [g.out(layer, layer.top[0])], name)
-        return
-    if t == "Pooling":
-        p = layer.pooling_param
-        out = [g.out(layer, layer.top[0])]
-        if p.global_pooling:
-            op = {0: "GlobalMaxPool", 1: "GlobalAveragePool"}.get(p.pool)
-            if op is None:
-                raise ExportError(f"layer {name!r}: stochastic pooling has no ONNX export")
-            g.node(op, ins, out, name)
-            return
-        kernel = _hw(p, "kernel", 0, "kernel_size")
-        pad = _hw(p, "pad", 0)
-        stride = _hw(p, "stride", 1)
-        if any(pad):
-            # Caffe drops a last window that starts in the padding; opset 17 does not
-            raise ExportError(f"layer {name!r}: padded pooling is not exported")
-        if p.pool == 0:
-            g.node("MaxPool", ins, out, name, kernel_shape=kernel, strides=stride, ceil_mode=1)
-        elif p.pool == 1:
-            g.node("AveragePool", ins, out, name, kernel_shape=kernel, strides=stride,
-                   ceil_mode=1, count_include_pad=0)
-        else:
-            raise ExportError(f"layer {name!r}: stochastic pooling has no ONNX export")
-        return
-    if t == "Crop":
-        p = layer.crop_param
-        axis = p.axis if p.axis >= 0 else 4 + p.axis
-        axes = list(range(axis, 4))
-        offsets = list(p.offset) or [0]
-        offsets = offsets * len(axes) if len(offsets) == 1 else offsets
-        shape = f"{name}/shape"
-        if g.fixed:                           # what OpenCV 4.x reads: Shape, then Slice
-            g.node("Shape", [ins[1]], [f"{name}/fullshape"], f"{name}/fullshape")
-            g.node("Slice", [f"{name}/fullshape",
-                             g.const(f"{name}/from", np.array([axis], np.int64)),
-                             g.const(f"{name}/to", np.array([4], np.int64))],
-                   [shape], f"{name}/shape")
-        else:
-            g.node("Shape", [ins[1]], [shape], f"{name}/shape", start=axis, end=4)
-        starts = g.const(f"{name}/starts", np.array(offsets, np.int64))
-        ends = f"{name}/ends"
-        g.node("Add", [starts, shape], [ends], f"{name}/ends")
-        g.node("Slice", [ins[0], starts, ends, g.const(f"{name}/axes", np.array(axes, np.int64))],
-               [g.out(layer, layer.top[0])], name)
-        return
-    if t == "Eltwise":
-        p = layer.eltwise_param
-        out = [g.out(layer, layer.top[0])]
-        if p.operation == 1:                                   # SUM
-            coeff = list(p.coeff)
-            if coeff and any(c != 1 for c in coeff):
-                scaled = []
-                for i, (x, c) in enumerate(zip(ins, coeff)):
-                    k = g.const(f"{name}/coeff{i}", np.array(c, np.float32))
-                    scaled.append(f"{name}/scaled{i}")
-                    g.node("Mul", [x, k], [scaled[-1]], f"{name}/mul{i}")
-                ins = scaled
-            g.node("Sum", ins, out, name)
-        elif p.operation == 0:                                 # PROD (Mul takes two)
-            _chain(g, "Mul", ins, out, name)
-        else:                                                  # MAX
-            g.node("Max", ins, out, name)
-        return
-    if t == "Scale":
-        p = layer.scale_param
-        if len(layer.bottom) != 1 or p.num_axes != 1 or p.axis not in (1, -3):
-            raise ExportError(f"layer {name!r}: only a learned per-channel Scale is exported")
-        w = _weights(net, layer)
-        scale = g.const(f"{name}/scale", w[0].reshape(1, -1, 1, 1))
-        out = g.out(layer, layer.top[0])
-        if p.bias_term:
-            g.node("Mul", [ins[0], scale], [f"{name}/scaled"], f"{name}/mul")
-            g.node("Add", [f"{name}/scaled", g.const(f"{name}/bias", w[1].reshape(1, -1, 1, 1))],
-                   [out], name)
-        else:
-            g.node("Mul", [ins[0], scale], [out], name)
-        return
-    if t == "LRN":
-        p = layer.lrn_param
-        if p.norm_region != 0:
-            raise ExportError(f"layer {name!r}: LRN within a channel has no ONNX export")
-        g.node("LRN", ins, [g.out(layer, layer.top[0])], name, size=p.local_size,
-               alpha=p.alpha, beta=p.beta, bias=p.k)
-        return
-    if t == "Concat":
-        p = layer.concat_param
-        axis = p.axis if p.HasField("axis") or not p.HasField("concat_dim") else p.concat_dim
-        g.node("Concat", ins, [g.out(layer, layer.top[0])], name, axis=axis)
-        return
-    raise ExportError(f"layer {name!r} of type {t}: no ONNX export for this layer type "
-                      "(fcn/onnx_export.py lists the types it exports)")
+    if layer.type not in CONVERTERS:
+        raise ExportError(f"layer {layer.name!r} of type {layer.type}: no ONNX export for this "
+                          "layer type (fcn/onnx_export.py lists the types it exports)")
+    CONVERTERS[layer.type](g, layer, net, [g.value[b] for b in layer.bottom])
 
 
 def _chain(g, op, ins, out, name):

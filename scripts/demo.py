@@ -24,13 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import infer  # noqa: E402  (the repository's modules, on the path above)
-import surgery  # noqa: E402
-import training  # noqa: E402
-from fcn import cli, files, squeezenet, visual, zoo  # noqa: E402
+from fcn import cli, files, squeezenet, train, visual, zoo  # noqa: E402
+from fcn.initial import squeezenet_fcn  # noqa: E402
+from fcn.segmenter import Segmenter  # noqa: E402
 from fcn.datasets import DATASETS  # noqa: E402
 from fcn.device import use_device  # noqa: E402
 from fcn.paths import OUT  # noqa: E402
+from fcn.errors import UserError  # noqa: E402
 
 
 def main(argv=None):
@@ -44,10 +44,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     for flag in ("iters", "overlays", "test_interval"):
         if getattr(args, flag) < 1:
-            raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1")
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
 
     if args.model not in zoo.MODELS or zoo.MODELS[args.model].backbone != "squeezenet":
-        raise cli.UserError(f"--model {args.model}: the demo trains one of "
+        raise UserError(f"--model {args.model}: the demo trains one of "
                             + ", ".join(m for m, v in zoo.MODELS.items()
                                         if v.backbone == "squeezenet"))
     device = use_device(args.gpu, args.cpu)
@@ -63,34 +63,31 @@ def demo(args, model, data, out, device):
     t0 = time.time()
     print(f"demo: data from {data}; output in {out}; {device}")
 
-    print("1/4 decoding SqueezeNet v1.0 (ImageNet) ...")
+    print("1/4 decoding SqueezeNet v1.0 (ImageNet), then 2/4 surgery: classifier -> FCN "
+          "initialisation ...")
     weights = out / "squeezenet_v1.0.caffemodel"
-    nnz, total = squeezenet.decode_to_caffemodel(data / "squeezenet", weights)
+    init, _ = squeezenet_fcn(data / "squeezenet", weights, out / "squeezenet-fcn.caffemodel")
     photos = sorted((data / "photos").glob("*.bmp"))
     if photos:
         names = (data / "photos/imagenet_labels.txt").read_text().splitlines()[1:]
         for path, best in squeezenet.classify(weights, photos, top=1):
             print(f"    {path.name}: {names[best[0][0]]}")
 
-    print("2/4 surgery: classifier -> FCN initialisation ...")
-    init, _ = surgery.make_fcn_init(model.backbone, weights=weights,
-                                    out=out / "squeezenet-fcn.caffemodel")
-
     print(f"3/4 fine-tuning {model.name} on CamVid train for {args.iters} iterations ...")
     run = out / "train"
     if run.exists():
         shutil.rmtree(run)
-    result = training.run(model, training.Options(
+    result = train.run(model, train.Options(
         weights=str(init), iters=args.iters, test_interval=args.test_interval, display=50,
         data_root=str(data), out=str(run), device=device))
     if result.exit_code:
         return result.exit_code
-    record = training.read_jsonl(run / "metrics.jsonl")[-1]
+    record = files.read_jsonl(run / "metrics.jsonl")[-1]
     files.write_atomic(out / "progress.png",
                        lambda tmp: shutil.copyfile(run / "progress.png", tmp))
 
     print(f"4/4 overlays of {args.overlays} val images ...")
-    seg = infer.Segmenter(model, run / "final.caffemodel", device)
+    seg = Segmenter(model, run / "final.caffemodel", device)
     camvid = DATASETS["camvid"]
     reader, classes = camvid.open(data), camvid.classes
     (out / "overlays").mkdir(exist_ok=True)

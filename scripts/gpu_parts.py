@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from fcn import caffemodel, images, memory, zoo  # noqa: E402
 from fcn.builder import MODALITIES  # noqa: E402
 from fcn.datasets import DATASETS  # noqa: E402
 from fcn.surgery import interp  # noqa: E402
+from fcn.timing import alternate, random_weights  # noqa: E402
 
 DEPLOY_TOL, ARGMAX_AGREE = 1e-4, 0.999
 SGD_ITERS, SGD_TOL = 3, 1e-3
@@ -191,19 +191,6 @@ class Device:
 # Weights and inputs
 
 
-def fill_random(net, seed=0):
-    """He-scaled random weights (activations keep their size through VGG-16),
-    bilinear deconvolutions: the FCNs whose trained weights are not here."""
-    rng = np.random.default_rng(seed)
-    for params in net.params.values():
-        w = params[0].data
-        fan_in = max(int(np.prod(w.shape[1:])), 1)
-        w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32((2 / fan_in) ** 0.5)
-        for b in params[1:]:
-            b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32) * 0.1
-    interp(net)
-
-
 def weigh(net, model, data, seed):
     """The pack's trained weights of the model, else random ones with SqueezeNet's
     ImageNet features where the net has them; says which."""
@@ -211,7 +198,7 @@ def weigh(net, model, data, seed):
     if trained.is_file():
         caffemodel.copy_weights(net, trained)
         return "trained"
-    fill_random(net, seed)
+    random_weights(net, seed)
     if model.backbone == "squeezenet" and (data / SQUEEZENET_INIT).is_file():
         caffemodel.copy_weights(net, data / SQUEEZENET_INIT, complete=False)
         return "ImageNet backbone, random heads"
@@ -387,31 +374,8 @@ def sgd(dev, data, res, tmp, name):
     say(json.dumps(row))
 
 
-def alternate(fns, sync, rounds, reps, warm_s=1.0):
-    """Median seconds of each function: each warmed up for ``warm_s`` (at least two
-    calls), then ``rounds`` rounds of ``reps`` calls each, the order of the
-    functions reversed every other round; synchronised before and after each call."""
-    for fn in fns.values():
-        t0, n = time.perf_counter(), 0
-        while n < 2 or time.perf_counter() - t0 < warm_s:
-            fn()
-            sync()
-            n += 1
-    times = {k: [] for k in fns}
-    order = list(fns)
-    for r in range(rounds):
-        for k in (order if r % 2 == 0 else order[::-1]):
-            for _ in range(reps):
-                sync()
-                t = time.perf_counter()
-                fns[k]()
-                sync()
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}, times
-
-
 def torch_on(dev, section):
-    """(torch, its device, bench/torch_fcn's TorchNet) beside Caffe's device, or None
+    """(torch, its device, fcn/torch_net.py) beside Caffe's device, or None
     (said in ``section``)."""
     try:
         import torch
@@ -420,14 +384,14 @@ def torch_on(dev, section):
         return None
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    from bench.torch_fcn import TorchNet      # (imports torch)
+    from fcn import torch_net      # (imports torch)
     if dev.stand_in:
-        return torch, torch.device("cpu"), TorchNet
+        return torch, torch.device("cpu"), torch_net
     if not torch.cuda.is_available():
         section["torch"] = (f"not measured: torch {torch.__version__} sees no GPU "
                             "(torch.cuda.is_available() is False)")
         return None
-    return torch, torch.device("cuda", dev.gpu), TorchNet
+    return torch, torch.device("cuda", dev.gpu), torch_net
 
 
 def speed(dev, data, res, tmp):
@@ -452,7 +416,7 @@ def speed_forward(dev, res, rounds, reps, timing):
     dev.dev()
     prototxt = REPO / "voc-fcn8s/deploy.prototxt"
     net = caffemodel.load_net(prototxt)
-    fill_random(net, seed=3)
+    random_weights(net, seed=3)
     net.blobs["data"].reshape(1, 3, *hw)
     net.reshape()
     x = rng.uniform(-120, 130, (1, 3, *hw)).astype(np.float32)
@@ -462,8 +426,8 @@ def speed_forward(dev, res, rounds, reps, timing):
     fns = {"caffe": lambda: net._forward(0, last)}
     found = torch_on(dev, sec)
     if found:
-        torch, tdev, TorchNet = found
-        tnet = TorchNet(str(prototxt), net).train(False).to(tdev)
+        torch, tdev, torch_net = found
+        tnet = torch_net.TorchNet(str(prototxt), net).train(False).to(tdev)
         tx = torch.from_numpy(x).to(tdev)
 
         def tforward():
@@ -503,7 +467,7 @@ def speed_sgd(dev, data, res, tmp, rounds, reps, timing):
     path = tmp / "fcn32s-input-train.prototxt"
     path.write_text(str(proto))
     solver = make_solver(model, data, tmp, net_proto=proto)
-    fill_random(solver.net, seed=5)
+    random_weights(solver.net, seed=5)
     solver.net.blobs["data"].data[...] = rng.uniform(-120, 130, (1, 3, *thw))
     solver.net.blobs["label"].data[...] = rng.integers(0, 21, (1, 1, *thw))
     sec = {"input_hw": list(thw), "timing": timing,
@@ -512,19 +476,12 @@ def speed_sgd(dev, data, res, tmp, rounds, reps, timing):
     fns = {"caffe": lambda: solver.step(1)}
     found = torch_on(dev, sec)
     if found:
-        torch, tdev, TorchNet = found
-        tnet = TorchNet(str(path), solver.net).train().to(tdev)
-        opt = tnet.sgd(base_lr=1e-10, momentum=0.99, weight_decay=5e-4)
-        tx = torch.from_numpy(solver.net.blobs["data"].data.copy()).to(tdev)
-        ty = torch.from_numpy(solver.net.blobs["label"].data.copy()).to(tdev)
-
-        def tstep():
-            opt.zero_grad(set_to_none=False)
-            loss = tnet(data=tx, label=ty)["loss"]
-            float(loss.detach())
-            loss.backward()
-            opt.step()
-        fns["torch"] = tstep
+        torch, tdev, torch_net = found
+        tnet = torch_net.TorchNet(str(path), solver.net).train().to(tdev)
+        step = torch_net.sgd_step(tnet, {
+            k: torch.from_numpy(solver.net.blobs[k].data.copy()).to(tdev)
+            for k in ("data", "label")})
+        fns["torch"] = lambda: float(step().detach())
     med, runs = alternate(fns, dev.sync, rounds, reps)
     sec.update({"caffe_s": med["caffe"], "caffe_runs": runs["caffe"]})
     if found:
@@ -598,7 +555,7 @@ def memory_part(dev, data, res, tmp):
     big = images.header_only_png(tmp / "big.png", 3000, 3000)
     weights = tmp / "fcn8s-random.caffemodel"
     net = caffemodel.load_net(path)
-    fill_random(net)
+    random_weights(net)
     net.save(str(weights))
     del net
     flags = ["--cpu"] if dev.stand_in else ["--gpu", str(dev.gpu)]

@@ -24,8 +24,9 @@ Steps:
 The last line: "gpu rehearsal: passed; carry: PATHS (N MiB); device command: CMD",
 exit 0; else "gpu rehearsal: STEP failed: WHY", exit 1 (2: a wrong argument).
 
---wheel, --small, --models and --machine-python are for the tests: a given wheel
-(the CPU build's will do), small images, two nets, another Python.
+--wheel, --small, --models, --sgd-models and --machine-python are for the tests: a
+given wheel (the CPU build's will do), small images, two nets, one SGD run,
+another Python.
 """
 import argparse
 import hashlib
@@ -45,9 +46,9 @@ import numpy as np  # noqa: E402
 import scipy.io  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import surgery  # noqa: E402
-from fcn import cli, squeezenet  # noqa: E402
-from fcn.errors import FcnError  # noqa: E402
+from fcn import cli  # noqa: E402
+from fcn.initial import squeezenet_fcn  # noqa: E402
+from fcn.errors import FcnError, UserError
 from fcn.paths import SHARED_DATA, cache_dir  # noqa: E402
 
 PACK = REPO / "out/gpu-pack"
@@ -181,9 +182,8 @@ def make_data(dest, small):
             f"/SegNet/CamVid/{split}/{n_} /SegNet/CamVid/{split}annot/{n_}\n" for n_ in names))
     (dest / "weights").mkdir()
     with tempfile.TemporaryDirectory() as tmp:
-        squeezenet.decode_to_caffemodel(SHARED_DATA / "squeezenet", Path(tmp) / "sq.caffemodel")
-        surgery.make_fcn_init("squeezenet", weights=Path(tmp) / "sq.caffemodel",
-                              out=dest / "weights/squeezenet-fcn.caffemodel")
+        squeezenet_fcn(SHARED_DATA / "squeezenet", Path(tmp) / "sq.caffemodel",
+                       dest / "weights/squeezenet-fcn.caffemodel")
     say(f"pack: the check's data in {dest} ({mib(tree_size(dest))})")
 
 
@@ -259,7 +259,7 @@ def out_problems(out):
     return bad
 
 
-def verdict(result, models, wheels):
+def verdict(result, models, wheels, sgd_runs=2):
     """Why the check's JSON is not the whole rehearsal it must be, or None."""
     if not result.get("passed") or not result.get("complete"):
         return f"gpu-check.json says {result.get('reason')!r}"
@@ -273,7 +273,7 @@ def verdict(result, models, wheels):
         got = [r["model"] for r in b.get("deploy", [])]
         if got != models:
             return f"{tag}: deploy nets {got}, not {models}"
-        if len([r for r in b.get("sgd", []) if "crashed" not in r]) != 2:
+        if len([r for r in b.get("sgd", []) if "crashed" not in r]) != sgd_runs:
             return f"{tag}: SGD runs {b.get('sgd')}"
         speed = b.get("speed", {})
         for key in ("fcn8s_forward", "fcn32s_sgd_iteration", "camvid_training"):
@@ -284,7 +284,7 @@ def verdict(result, models, wheels):
     return None
 
 
-def rehearse(pack, models, machine, results):
+def rehearse(pack, models, machine, results, sgd_models=None):
     """Copy what travels, run the device command there with no network; the result."""
     files = travelling_files()
     carry = carried(pack)
@@ -314,7 +314,8 @@ def rehearse(pack, models, machine, results):
         env = {"PATH": f"{Path(machine).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
                "LANG": "C.UTF-8", "OUT": str(out), "FCN_GPU_CHECK_STAND_IN": "cpu"}
         cmd = DEVICE_COMMAND + (f" --pack {carry[0]}" if REPO / carry[0] != PACK else "") + (
-            f" --models {','.join(models)}" if models else "")
+            f" --models {','.join(models)}" if models else "") + (
+            f" --sgd-models {','.join(sgd_models)}" if sgd_models else "")
         say(f"run: {cmd} in a copy of what travels ({copy}), no network, "
             f"{Path(machine).parent.parent.name}'s Python, the CPU standing in for the GPU")
         r = subprocess.run(["unshare", "-n", "bash", "-c", cmd], cwd=copy, env=env)
@@ -342,6 +343,7 @@ def main(argv=None):
     p.add_argument("--pack", type=Path, default=PACK, help="the carried folder")
     p.add_argument("--small", action="store_true", help="images at a quarter of their size")
     p.add_argument("--models", help="deploy nets (comma-separated; default every one)")
+    p.add_argument("--sgd-models", help="the nets the sgd part trains (default both)")
     p.add_argument("--machine-python", help="a python3 standing in for the machine's "
                    "(default: a venv of --python with install/gpu-machine.txt)")
     p.add_argument("--results", type=Path, default=REPO / "out/gpu-rehearsal",
@@ -350,7 +352,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     steps = args.steps.split(",")
     if set(steps) - {"wheels", "pack", "run"}:
-        raise cli.UserError(f"--steps: {args.steps}; steps: wheels, pack, run")
+        raise UserError(f"--steps: {args.steps}; steps: wheels, pack, run")
     pack = args.pack.resolve()
     models = args.models.split(",") if args.models else None
     try:
@@ -364,10 +366,11 @@ def main(argv=None):
             if not wheels:
                 raise Failed("run", f"no wheel in {pack / 'wheels'}")
             machine = args.machine_python or machine_python(args.python)
-            got = rehearse(pack, models, machine, args.results.resolve())
+            sgd_models = args.sgd_models.split(",") if args.sgd_models else None
+            got = rehearse(pack, models, machine, args.results.resolve(), sgd_models)
             all_models = models or sorted(d.name for d in REPO.iterdir()
                                           if (d / "deploy.prototxt").is_file())
-            why = verdict(got["result"], all_models, wheels)
+            why = verdict(got["result"], all_models, wheels, len(sgd_models) if sgd_models else 2)
             if why is None and got["exit"] != 0:
                 why = f"the device command ended with exit {got['exit']}"
             if why is None and got["changed"]:

@@ -13,9 +13,8 @@ import caffe  # noqa: E402
 import numpy as np  # noqa: E402
 
 import fixtures  # noqa: E402  (beside this file)
-import prepare  # noqa: E402
-import surgery  # noqa: E402
-from fcn import squeezenet  # noqa: E402
+from fcn import preparation, squeezenet  # noqa: E402
+from fcn.initial import make_fcn_init  # noqa: E402
 from fcn.paths import REPO, SHARED  # noqa: E402
 from fcn.surgery import interp  # noqa: E402
 
@@ -135,7 +134,7 @@ def squeezenet_decoded(shared_data, tmp_path_factory):
 def squeezenet_fcn_init(squeezenet_decoded):
     """make demo's surgery: the decoded SqueezeNet cast into the FCN backbone."""
     out = squeezenet_decoded[0].parent / "squeezenet-fcn.caffemodel"
-    surgery.make_fcn_init("squeezenet", weights=squeezenet_decoded[0], out=out)
+    make_fcn_init("squeezenet", weights=squeezenet_decoded[0], out=out)
     return out
 
 
@@ -144,7 +143,7 @@ def fixture_data(tmp_path_factory):
     """Every dataset in its raw format, derived, under one data root."""
     root = fixtures.make_all(tmp_path_factory.mktemp("data"))
     for d in ("voc", "nyud", "siftflow", "pascalcontext"):
-        prepare.derive(d, root)
+        preparation.derive(d, root)
     return root
 
 

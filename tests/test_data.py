@@ -22,7 +22,7 @@ import fixtures
 import layers
 import prepare
 from conftest import REPO
-from fcn import cli, datasets, downloads, files, zoo
+from fcn import archives, cli, datasets, downloads, files, preparation, zoo
 from fcn.datasets import DATASETS
 from fcn.errors import DataError
 from fcn.paths import SHARED_DATA
@@ -328,8 +328,8 @@ def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, ca
                 for s in DATASETS[d].sources] for d in ("sbdd", "voc")}
     record(monkeypatch, tmp_path, {s.url: RangeHandler.files["/" + s.filename]
                                    for d in srcs.values() for s in d})
-    prepare.get("sbdd", root, srcs["sbdd"])
-    prepare.get("voc", root, srcs["voc"])
+    preparation.get("sbdd", root, srcs["sbdd"])
+    preparation.get("voc", root, srcs["voc"])
     out = capsys.readouterr()
     assert RangeHandler.ranges == [f"bytes={len(voc_tar) // 2}-"]
     assert (root / "downloads/VOCtrainval_25-May-2011.tar").read_bytes() == voc_tar
@@ -339,7 +339,7 @@ def test_get_downloads_resumes_verifies_unpacks_and_derives(server, tmp_path, ca
     assert (root / "pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read_text().split() \
         == ["2008_000004", "2008_000005"]
     # a second run downloads nothing and unpacks nothing
-    prepare.get("voc", root, srcs["voc"])
+    preparation.get("voc", root, srcs["voc"])
     assert "already unpacked" in capsys.readouterr().out and len(RangeHandler.ranges) == 1
 
 
@@ -399,7 +399,7 @@ def test_unpack_refuses_members_outside_the_folder(tmp_path):
         info.size = 3
         t.addfile(info, io.BytesIO(b"bad"))
     with pytest.raises(DataError, match="outside the archive"):
-        prepare.unpack(bad, tmp_path / "out")
+        archives.unpack(bad, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -451,7 +451,7 @@ def test_a_damaged_archive_is_one_line_removed_and_never_stamped(tmp_path):
     for archive in (bad_gz, bad_hdr):
         dest = tmp_path / f"out-{archive.name}"
         with pytest.raises(DataError, match="is damaged .*run again to download it"):
-            prepare.unpack(archive, dest, "VOC2011/")
+            archives.unpack(archive, dest, "VOC2011/")
         assert not archive.exists()                              # downloaded again next run
         assert not list(dest.glob(".unpacked-*"))                # never marked complete
 

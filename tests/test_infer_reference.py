@@ -11,9 +11,9 @@ from PIL import Image
 import caffe
 from caffe.proto import caffe_pb2
 
-import infer
 import reference
 from fcn import images, memory, visual, zoo
+from fcn.segmenter import Segmenter
 from fixtures import fake_png
 from conftest import REPO
 
@@ -77,7 +77,7 @@ def test_infer_handles_every_mode_and_reshapes_only_on_new_sizes(alexnet_weights
     assert Image.open(tmp_path / "o/rotated.png").size == (30, 50)
     assert Image.open(tmp_path / "o/grey16.png").size == (50, 30)
 
-    seg = infer.Segmenter(zoo.MODELS["voc-fcn-alexnet"], alexnet_weights)
+    seg = Segmenter(zoo.MODELS["voc-fcn-alexnet"], alexnet_weights)
     for h, w in [(30, 50), (30, 50), (40, 20), (40, 20), (30, 50)]:
         out = seg(np.zeros((h, w, 3), np.uint8))
         assert out["score"].shape == (h, w)

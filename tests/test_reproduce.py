@@ -23,8 +23,7 @@ import pytest
 import caffe
 
 import fixtures
-import prepare
-from fcn import files, zoo
+from fcn import files, preparation, zoo
 from fcn.datasets import DATASETS
 from conftest import REPO, fill_random
 from loopback import RangeHandler, proxy_env, start, tar_of
@@ -203,7 +202,7 @@ def test_a_wrong_or_unrecorded_download_stops_with_one_line(world):
 def test_siftflow_two_heads_in_the_table(world):
     root = world.base / "siftflow-data"
     fixtures.make_siftflow(root, np.random.default_rng(6))
-    prepare.derive("siftflow", root)               # there already: checked, not downloaded
+    preparation.derive("siftflow", root)               # there already: checked, not downloaded
     r = reproduce(world, "siftflow", "--models", "siftflow-fcn16s", "--test-iters", 1,
                   "--data-root", root, "--out", world.out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
@@ -431,12 +430,12 @@ def test_slurm_runs_the_dataset_to_the_sequential_table(world, cluster, sequenti
 
 def test_a_job_cancelled_mid_stage_resumes_from_its_snapshot(world, cluster):
     env = {**world.env, **cluster.env}
-    args = ["voc", "--models", "voc-fcn32s", "--test-iters", 10, *fresh(world, "cancel"),
+    args = ["voc", "--models", "voc-fcn32s", "--test-iters", 6, *fresh(world, "cancel"),
             "--slurm", "--cpus-per-task", 1]
     out = args[-4]
     r = reproduce(world, *args, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
-    snap = out / "voc/voc-fcn32s/snapshots/train_iter_5.caffemodel"   # (of 10: every 5)
+    snap = out / "voc/voc-fcn32s/snapshots/train_iter_3.caffemodel"   # (of 6: every 3)
     t0 = time.time()
     while not snap.is_file() and time.time() - t0 < 600 and cluster.queued(jobs_of(out)):
         time.sleep(0.2)

@@ -11,6 +11,7 @@ import caffe
 
 import surgery
 from fcn import squeezenet, zoo
+from fcn.initial import make_fcn_init
 from conftest import REPO
 
 caffe.set_mode_cpu()
@@ -102,7 +103,7 @@ def test_sgd_on_two_camvid_images_lowers_the_loss(decoded, shared_data, tmp_path
 
     weights, _, _ = decoded
     init = tmp_path / "init.caffemodel"
-    surgery.make_fcn_init("squeezenet", weights=weights, out=init)
+    make_fcn_init("squeezenet", weights=weights, out=init)
     r = subprocess.run([sys.executable, str(REPO / "camvid-fcn8s-squeezenet/solve.py"),
                         "--weights", str(init), "--iters", "12", "--test-interval", "12",
                         "--display", "1", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")],

@@ -21,7 +21,7 @@ import caffe
 from caffe.proto import caffe_pb2
 
 import reference
-from fcn import builder, caffemodel, images, prototxt, zoo
+from fcn import builder, caffemodel, generate, images, prototxt, zoo
 from fcn.datasets import DATASETS
 from fcn.paths import SHARED_DATA
 from conftest import REPO, fill_he
@@ -55,7 +55,7 @@ def test_zoo_has_every_release_directory():
 
 
 def test_committed_files_equal_what_the_builder_makes_today():
-    generated = zoo.all_files()
+    generated = generate.all_files()
     assert len(generated) > 100
     stale = [rel for rel, text in generated.items()
              if not (REPO / rel).is_file() or (REPO / rel).read_text() != text]
@@ -372,7 +372,7 @@ def test_net_py_writes_into_its_own_directory_from_anywhere(tmp_path):
     r = run_py(repo / "voc-fcn16s/net.py", cwd=elsewhere)
     assert r.returncode == 0, r.stderr
     assert list(elsewhere.iterdir()) == []
-    for f in zoo.model_files(zoo.MODELS["voc-fcn16s"]):
+    for f in generate.model_files(zoo.MODELS["voc-fcn16s"]):
         assert (repo / "voc-fcn16s" / f).read_text() == (REPO / "voc-fcn16s" / f).read_text()
     assert not (repo / "voc-fcn8s").exists()      # only its own directory
 

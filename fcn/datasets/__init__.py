@@ -12,7 +12,7 @@ from pathlib import Path
 from fcn import cli
 from fcn.datasets import camvid, nyud, pascalcontext, sbdd, siftflow, voc
 
-from fcn.errors import DataError
+from fcn.errors import DataError, UserError
 from fcn.paths import REPO, SHARED_DATA
 
 MODULES = (voc, sbdd, nyud, siftflow, pascalcontext, camvid)
@@ -66,6 +66,19 @@ def data_root(explicit=None, needs=()):
     if needs and not holds(default, needs) and holds(SHARED_DATA, needs):
         return SHARED_DATA
     return default
+
+
+def checked_root(explicit=None, needs=(), write=False):
+    """The data root a command uses (data_root), checked before any work, in one line
+    when it cannot serve: a --data-root that is not a folder; with ``write`` (commands
+    that download or stamp into it), one that cannot be made or written."""
+    root = data_root(explicit, needs)
+    flag = "--data-root" if explicit else "the data root"
+    if write:
+        return cli.output_dir(root, flag)
+    if explicit and not root.is_dir():
+        raise UserError(f"--data-root {explicit}: no such folder")
+    return root
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Training behind every model directory's solve.py.
+"""Training: what every model directory's solve.py runs (main), and what other
+commands train with (run).
 
     python voc-fcn8s/solve.py [--gpu N | --cpu] [--weights W] [--iters N] [--test-interval N]
                               [--data-root R] [--out D] [--resume SOLVERSTATE]
@@ -36,9 +37,9 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from fcn import caffemodel, cli, files, metrics, snapshots, zoo
-from fcn.datasets import data_root
+from fcn.datasets import checked_root, data_root
 from fcn.device import Device, use_device
-from fcn.errors import FcnError
+from fcn.errors import FcnError, UserError
 from fcn.initial import initial_weights, initialise, solve_py
 from fcn.paths import OUT, shown
 from fcn.progress import Progress, fmt_time, say
@@ -90,8 +91,7 @@ def parse_args(name, argv):
     p.add_argument("--iters", type=int, help="train until this iteration (default: the "
                                               "release's count for the model)")
     p.add_argument("--test-interval", type=int, help="score every N iterations")
-    p.add_argument("--data-root", help="data root (default: $FCN_DATA, else data/; "
-                                       "see fcn.datasets.data_root)")
+    cli.add_data_root_flag(p)
     p.add_argument("--out", help=f"output folder (default: out/{name})")
     p.add_argument("--resume", help="a .solverstate written by an earlier run")
     p.add_argument("--display", type=int, default=20,
@@ -105,17 +105,16 @@ def parse_args(name, argv):
     return p.parse_args(argv)
 
 
-def main(argv=None, model_dir=None):
-    """The entry point of every MODEL/solve.py: the model is the folder of the
-    script that runs (sys.argv[0]) unless ``model_dir`` names it."""
-    name = Path(model_dir or Path(sys.argv[0]).resolve().parent).name
+def main(model_dir, argv=None):
+    """The entry point of every MODEL/solve.py, which passes its own folder."""
+    name = Path(model_dir).name
     return cli.run(lambda a: train(name, a), argv, prog=f"{name}/solve.py")
 
 
 def train(name, argv):
     """solve.py's command line -> run(); its exit code."""
     if name not in zoo.MODELS:
-        raise cli.UserError(f"{name} is not a model directory; run python MODEL/solve.py "
+        raise UserError(f"{name} is not a model directory; run python MODEL/solve.py "
                             f"(models: {', '.join(zoo.MODELS)})")
     args = parse_args(name, argv)
     device = use_device(args.gpu, args.cpu)            # refused here, said once work starts
@@ -268,14 +267,13 @@ def checked(model, options):
     for flag in ("iters", "test_interval", "display"):
         v = getattr(options, flag)
         if v is not None and v < 1:
-            raise cli.UserError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     cli.finite("--time-budget", options.time_budget, low=0, low_open=True)
     cli.finite("--base-lr", options.base_lr, low=0, low_open=True)
     cli.finite("--momentum", options.momentum, low=0, high=1, high_open=True)
     if options.from_scratch and (options.weights or options.resume):
-        raise cli.UserError("--from-scratch takes no --weights or --resume")
-    if options.data_root and not Path(options.data_root).is_dir():
-        raise cli.UserError(f"--data-root {options.data_root}: no such folder")
+        raise UserError("--from-scratch takes no --weights or --resume")
+    checked_root(options.data_root, model.data_needs())
     if options.iters is None:
         options.iters = model.train_iters
     if options.test_interval is None:
@@ -316,7 +314,7 @@ def train_in(model, options, out):
     if state is not None and state.iter == options.iters:
         return finish(model, options, state, out)
     if state is not None and state.iter > options.iters:
-        raise cli.UserError(f"--resume: the state is at iteration {state.iter}, "
+        raise UserError(f"--resume: the state is at iteration {state.iter}, "
                             f"past --iters {options.iters}")
     weights = None if options.resume or options.from_scratch else \
         initial_weights(model, options.weights)
@@ -351,17 +349,17 @@ def train_in(model, options, out):
             ended = loop(solver, test_net, n_eval, model, options, out, bar, stop)
         except files.NoSpace as e:     # checked before each snapshot, or a log line
             last = snapshots.last_snapshot(out)
-            raise cli.UserError(f"{e}; stopped at iteration {solver.iter}" + (
+            raise UserError(f"{e}; stopped at iteration {solver.iter}" + (
                 f"; the last snapshot is {shown(last)}: {solve_py(name)} --resume {shown(last)}"
                 if last else "")) from None
         except FcnError as e:        # a bad image or label, from a data layer
             state_path = snapshots.snapshot(solver, out)
-            raise cli.UserError(f"{e}; stopped at iteration {solver.iter} with a snapshot: fix "
+            raise UserError(f"{e}; stopped at iteration {solver.iter} with a snapshot: fix "
                                 f"it, then {solve_py(name)} --resume {shown(state_path)}") \
                 from None
     if ended == "diverged":
         last = snapshots.last_snapshot(out)
-        raise cli.UserError(
+        raise UserError(
             f"the training loss became {bar.losses[-1]} at iteration {solver.iter}; stopped "
             "without saving that state; "
             + (f"the last finite snapshot is {shown(last)} (resume from it with a lower "
