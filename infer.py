@@ -76,10 +76,16 @@ def main(argv=None):
     model = zoo.model_from_arg(args.model)
     weights = Path(args.weights) if args.weights else default_weights(model)
     paths = expand_inputs(args.images)
-    out = cli.output_dir(args.out or OUT / "infer" / model.name, "--out")
-    with files.locked(out, "--out"):
-        check_outputs(model, paths, out, weights)
-        return segment(model, weights, paths, out, device)
+    wanted = Path(args.out or OUT / "infer" / model.name)
+    made = not wanted.exists()
+    out = cli.output_dir(wanted, "--out")
+    try:
+        with files.locked(out, "--out"):
+            check_outputs(model, paths, out, weights)
+            return segment(model, weights, paths, out, device)
+    finally:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()                 # a run that wrote nothing leaves no folder it made
 
 
 def segment(model, weights, paths, out, device):

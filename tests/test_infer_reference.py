@@ -122,6 +122,7 @@ def test_infer_bad_input_is_one_line(case, says, alexnet_weights, shared_data, t
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and says in err[0], r.stderr
     assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()      # a refused run leaves no folder it made
 
 
 def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
