@@ -14,7 +14,10 @@ thread pool disturbs the other; Caffe and PyTorch processes alternate for
            the project's own ONNX export of the same net and weights (reference.py
            onnx) under onnxruntime (all graph optimisations, as many threads as
            cores) and OpenVINO (fp32, compiled for each input size; left out where
-           it is not installed), their ratios and Caffe over the faster of the two;
+           it is not installed), their ratios and Caffe over the faster of the two.
+           Beside them, the roofline: this CPU's fp32 GEMM rate through Caffe's own
+           OpenBLAS (2048^3), and Caffe's forward rate counted as direct convolution
+           (which Winograd can exceed);
   first    Caffe's first forward in a fresh process against its warm forward;
   infer    infer.py's wall time from process start to PNG written, on the VOC
            demo image with a caffemodel of the released size (random weights),
@@ -96,6 +99,44 @@ def worker_caffe_forward(weights, reps, out):
         maps[f"{h}x{w}"] = net.blobs["score"].data.copy()
     np.savez(out, **maps)
     return res
+
+
+def worker_caffe_roofline(weights, reps, out):
+    """This CPU's fp32 peak as Caffe reaches it (one 2048^3 GEMM through its own
+    OpenBLAS, an InnerProduct layer, median of the warm repetitions), and the
+    multiply-adds of FCN-8s's convolutions at each size as direct convolution counts
+    them (2 per weight per output position)."""
+    caffe = caffe_mode()
+    n = 2048
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.prototxt"
+        path.write_text('layer { name: "x" type: "Input" top: "x" input_param { shape { '
+                        f'dim: {n} dim: {n} }} }} }} layer {{ name: "y" type: "InnerProduct" '
+                        f'bottom: "x" top: "y" inner_product_param {{ num_output: {n} '
+                        'bias_term: false } }')
+        gemm = caffe.Net(str(path), caffe.TEST)
+    gemm.blobs["x"].data[...] = 1
+    gemm.params["y"][0].data[...] = 1e-3
+    gemm.forward()
+    times = []
+    for _ in range(max(reps, 3)):
+        t = time.perf_counter()
+        gemm.forward()
+        times.append(time.perf_counter() - t)
+    net = caffe.Net(str(REPO / "voc-fcn8s/deploy.prototxt"), caffe.TEST)
+    flops = {}
+    for h, w in SIZES:
+        net.blobs["data"].reshape(1, 3, h, w)
+        net.reshape()
+        total = 0
+        for name, layer in zip(net._layer_names, net.layers):
+            if layer.type in ("Convolution", "Deconvolution"):
+                blob = net.top_names[name][0] if layer.type == "Convolution" \
+                    else net.bottom_names[name][0]
+                total += 2 * layer.blobs[0].data.size * int(np.prod(net.blobs[blob].shape[2:]))
+        flops[f"{h}x{w}"] = total
+    return {"sgemm_gflops": 2 * n ** 3 / statistics.median(times) / 1e9, "conv_flop": flops,
+            "isa": caffe.cpu_isa() if hasattr(caffe, "cpu_isa") else None}
 
 
 def worker_caffe_im2col_forward(weights, reps, out):
@@ -401,6 +442,15 @@ def main(argv=None):
                 line["forward"][size] = row
             line["peak_rss_gb"] = dict(zip(names, rss))
             line["versions"] = runtime_versions(runtimes)
+            roof, _ = run_worker("caffe_roofline", weights8, args.reps, tmp)
+            peak = roof["sgemm_gflops"]
+            line["roofline"] = {"caffe_sgemm_gflops": round(peak, 1), "caffe_cpu_isa": roof["isa"]}
+            for size, flop in roof["conv_flop"].items():
+                rate = flop / line["forward"][size]["caffe_s"] / 1e9
+                line["roofline"][size] = {
+                    "direct_conv_gflop": round(flop / 1e9, 1),
+                    "caffe_gflops_as_direct": round(rate, 1),
+                    "over_sgemm_peak": round(rate / peak, 3)}
         if "first" in parts:
             f, f_rss = run_worker("caffe_first", weights8, args.reps, tmp)
             line["first_forward"] = {k: round(v, 3) for k, v in f.items()}

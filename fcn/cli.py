@@ -59,11 +59,12 @@ def env_choice(name, choices):
 def check_environment():
     """Every environment variable the commands read, checked before any work (one line
     for a value that cannot be used): the data root, the memory limit of infer.py, and
-    patch 0010's switch. ($FCN_CHECKSUMS: by the commands that download;
+    patches 0010 and 0021's switches. ($FCN_CHECKSUMS: by the commands that download;
     install/setup.sh checks its own.)"""
     env_path("FCN_DATA")
     env_number("FCN_MAX_MEMORY_GB")
     env_choice("CAFFE_WINOGRAD", ("0", "1"))
+    env_choice("CAFFE_CPU_ISA", ("avx512", "avx2", "plain"))
 
 
 def env_number(name, low=0.0):

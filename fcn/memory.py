@@ -13,11 +13,15 @@ INT_MAX = 2 ** 31 - 1            # Caffe CHECKs every blob's element count again
 # at most this many values (BaseConvolutionLayer::kColBandElements), or (patch 0019)
 # as many as the layer has weights where that is more (fc6: one band).
 COL_BAND_ELEMENTS = 2 << 20
-# Patch 0010: 3x3 stride-1 convolutions of 16+ input channels run Winograd's F(2x2, 3x3)
-# forward in a second shared buffer: the transformed filters (16 x out x in) and a band
-# of tile rows of transformed input and products (BaseConvolutionLayer::kWinograd*).
+# Patch 0010: 3x3 stride-1 convolutions of 16+ input channels run Winograd's forward
+# in a second shared buffer: the transformed filters (products x out x in) and a band
+# of tile rows of transformed input and products (BaseConvolutionLayer::kWinograd*);
+# patch 0021 makes it F(4x4, 3x3): tiles of 4x4 outputs, 36 products (kWinogradTile,
+# kWinogradProducts).
 WINOGRAD_BAND_ELEMENTS = 4 << 20
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_TILE = 4
+WINOGRAD_PRODUCTS = 36
 
 
 def conv_geometry(layer):
@@ -62,10 +66,10 @@ def winograd_buffers(proto, blobs):
         bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
         if (k, stride, dilation, group) != (3, 1, 1, 1) or bottom[1] < WINOGRAD_MIN_CHANNELS:
             continue
-        tiles_h, tiles_w = (top[2] + 1) // 2, (top[3] + 1) // 2
-        row = 16 * (bottom[1] + top[1]) * tiles_w
+        tiles_h, tiles_w = (-(-n // WINOGRAD_TILE) for n in top[2:])
+        row = WINOGRAD_PRODUCTS * (bottom[1] + top[1]) * tiles_w
         band = max(1, min(tiles_h, WINOGRAD_BAND_ELEMENTS // row))
-        out[layer.name] = 16 * top[1] * bottom[1] + row * band
+        out[layer.name] = WINOGRAD_PRODUCTS * top[1] * bottom[1] + row * band
     return out
 
 

@@ -9,7 +9,7 @@ from caffe import layers as L, params as P
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from conftest import assert_f32_close
+from conftest import REPO, assert_f32_close
 from fcn import memory
 
 caffe.set_mode_cpu()
@@ -166,27 +166,55 @@ def test_max_pooling_of_nan_and_infinite_windows(tmp_path):
     assert dx[0, 2, 0, 0] == g[0, 2, 0, 0] and dx.sum() == g.sum()
 
 
+def test_max_pooling_of_nan_windows_3x3(tmp_path):
+    """3x3 windows, stride 2 (SqueezeNet's pools; patch 0022's short path): a NaN first in its window
+    propagates, a NaN later in a window is passed over, -inf windows keep their first
+    element as argmax; the same values and gradients as numpy's first maximum."""
+    shape = (1, 3, 7, 9)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Pooling(
+        d, pool=P.Pooling.MAX, kernel_size=3, stride=2))
+    x = RNG.permutation(np.prod(shape)).reshape(shape).astype(np.float32)
+    x[0, 0] = np.nan
+    x[0, 1] = -np.inf
+    x[0, 2, 0, 0] = np.nan                      # first of window (0, 0): propagates
+    x[0, 2, 3, 3] = np.nan                      # inside windows (1, 1) and (1, 2): passed over
+    y = net.forward(data=x)["out"].copy()
+    assert np.isnan(y[0, 0]).all() and (y[0, 1] == -np.inf).all() and np.isnan(y[0, 2, 0, 0])
+    want, _ = pool_ref(np.nan_to_num(x[:, 2:], nan=-np.inf), 3, 2, 0)
+    np.testing.assert_array_equal(y[0, 2].ravel()[1:], want[0, 0].ravel()[1:])
+    net.blobs["out"].diff[...] = 1.0
+    net.backward()
+    dx = net.blobs["data"].diff
+    for c in (0, 1):                             # each window's gradient: its first element
+        np.testing.assert_array_equal(dx[0, c, 0:5:2, 0:7:2], 1.0)
+        assert dx[0, c].sum() == y[0, c].size
+    assert dx[0, 2, 3, 3] == 0 and dx[0, 2, 0, 0] == 1.0
+
+
 @pytest.mark.parametrize("hw", [(4, 6), (301, 240)])
-def test_max_pooling_ties_go_to_the_first_maximum(tmp_path, hw):
+@pytest.mark.parametrize("k", [2, 3])
+def test_max_pooling_ties_go_to_the_first_maximum(tmp_path, hw, k):
     """Windows of equal values (a ReLU's zeros): the gradient goes to the first of
-    them in row-major order, in the 2x2 windows of patch 0019's short path as in the
-    general loop (the partial windows at the odd edge)."""
+    them in row-major order, in the 2x2 and 3x3 windows of patches 0019 and 0022's
+    short path as in the general loop (the partial windows at the odd edge)."""
     shape = (1, 2, hw[0] + 1, hw[1] + 1)
     net = one_layer_net(tmp_path, shape, lambda d: L.Pooling(
-        d, pool=P.Pooling.MAX, kernel_size=2, stride=2))
+        d, pool=P.Pooling.MAX, kernel_size=k, stride=2))
     x = np.zeros(shape, np.float32)
     x[0, 1, 1::2, 1::2] = 1.0                    # channel 1: a tie at the maximum 1 too
     x[0, 1, 1::2, ::2] = 1.0
     y = net.forward(data=x)["out"].copy()
-    np.testing.assert_array_equal(y, pool_ref(x, 2, 2, 0)[0])
+    want, arg = pool_ref(x, k, 2, 0)             # numpy's argmax: the first maximum
+    np.testing.assert_array_equal(y, want)
     net.blobs["out"].diff[...] = 1.0
     net.backward()
     dx = net.blobs["data"].diff
-    np.testing.assert_array_equal(dx[0, 0, ::2, ::2], 1.0)
-    assert dx[0, 0].sum() == y[0, 0].size
-    np.testing.assert_array_equal(dx[0, 1, 1::2, ::2], 1.0)
-    np.testing.assert_array_equal(dx[0, 1, -1, ::2], 1.0)   # an odd last row: its zeros
-    assert dx[0, 1].sum() == y[0, 1].size
+    expect = np.zeros(shape[2] * shape[3])
+    for c in (0, 1):
+        expect[:] = 0
+        np.add.at(expect, arg[0, c].ravel(), 1.0)
+        np.testing.assert_array_equal(dx[0, c].ravel(), expect)
+    np.testing.assert_array_equal(dx[0, 0, ::2, ::2][:y.shape[2], :y.shape[3]], 1.0)
 
 
 def test_relu_forward_and_backward(tmp_path):
@@ -329,34 +357,105 @@ def test_deconvolution_folded_band_by_band(tmp_path):
     assert_f32_close(net.blobs["data"].diff, conv_probe, 8 * k * k)
 
 
+ISAS = ["avx512", "avx2", "plain"]     # patch 0021's vector units, widest first
+
+
+def widest_isa():
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((l for l in f if l.startswith("flags")), "").split())
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq", "fma"} <= flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "plain"
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("shape,pad,num_output,bias", [
     ((2, 16, 13, 17), 1, 24, True),      # odd output: the last tiles are cut
-    ((1, 32, 12, 10), 0, 16, True),      # even output, no padding
+    ((1, 32, 12, 10), 0, 16, True),      # no padding, output 10x8: a cut tile column
     ((1, 16, 9, 11), 2, 16, False),      # wider padding, no bias
     ((1, 16, 7, 6), 100, 20, True),      # FCN's 100 px: most tiles read only padding
+    ((1, 20, 31, 29), 1, 33, True),      # channel counts that fill no vector
     ((1, 16, 400, 210), 1, 16, True),    # several bands of tile rows
 ])
-def test_winograd_convolution_forward(tmp_path, monkeypatch, shape, pad, num_output, bias):
+def test_winograd_convolution(tmp_path, monkeypatch, shape, pad, num_output, bias, isa):
     """3x3 stride-1 convolutions of 16 or more input channels run Winograd's
-    F(2x2, 3x3) forward (patch 0010): the same convolution as the numpy reference
-    and as the im2col path (CAFFE_WINOGRAD=0) up to float rounding, which differs."""
+    F(4x4, 3x3) forward (patches 0010, 0021), and for padding up to 2 their input's
+    gradient too: the same convolution as the numpy reference and as BVLC's im2col
+    path (CAFFE_WINOGRAD=0) up to float rounding, which differs. Each vector unit the
+    CPU has (CAFFE_CPU_ISA forces the narrower ones) computes it."""
+    monkeypatch.setenv("CAFFE_CPU_ISA", isa)
+    ran = isa if ISAS.index(isa) >= ISAS.index(widest_isa()) else widest_isa()
+    assert caffe.cpu_isa() == ran
+    if ran != isa:
+        pytest.skip(f"this CPU has no {isa}; {ran} is tested")
     net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
         d, kernel_size=3, pad=pad, num_output=num_output, bias_term=bias,
         weight_filler=dict(type="gaussian", std=1), bias_filler=dict(type="gaussian", std=1)))
     x = RNG.standard_normal(shape).astype(np.float32)
     w = net.params["out"][0].data.astype(np.float64)
     b = net.params["out"][1].data.astype(np.float64) if bias else np.zeros(num_output)
-    if shape[2] > 100:                    # tiles of 2x2 outputs, the output being (H + 2 pad - 2)
-        tiles_h, tiles_w = ((n + 2 * pad - 1) // 2 for n in shape[2:])
-        assert 16 * (shape[1] + num_output) * tiles_w * tiles_h > 4 << 20   # over one band
+    if shape[2] > 100:                    # tiles of 4x4 outputs, the output being (H + 2 pad - 2)
+        tiles_h, tiles_w = (-(-(n + 2 * pad - 2) // memory.WINOGRAD_TILE) for n in shape[2:])
+        row = memory.WINOGRAD_PRODUCTS * (shape[1] + num_output) * tiles_w
+        assert row * tiles_h > memory.WINOGRAD_BAND_ELEMENTS   # over one band
     y = net.forward(data=x)["out"].copy()
     want = conv_ref(x.astype(np.float64), w, b, 1, pad, 1, 1)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    probe = RNG.standard_normal(y.shape).astype(np.float32)
+    net.blobs["out"].diff[...] = probe
+    net.backward()
+    dx = net.blobs["data"].diff.copy()
+    if pad <= 2:   # d/dx sum(probe * conv(x, w)) = conv(probe, w turned, channels swapped, 2 - pad)
+        turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+        want_dx = conv_ref(probe.astype(np.float64), turned, np.zeros(shape[1]), 1, 2 - pad, 1, 1)
+        np.testing.assert_allclose(dx, want_dx, rtol=1e-4, atol=1e-4 * np.abs(want_dx).max())
     monkeypatch.setenv("CAFFE_WINOGRAD", "0")
     net.reshape()
-    y_im2col = net.forward(data=x)["out"]
+    y_im2col = net.forward(data=x)["out"].copy()
     np.testing.assert_allclose(y, y_im2col, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     assert not np.array_equal(y, y_im2col)   # the two paths did run
+    net.blobs["out"].diff[...] = probe
+    net.backward()
+    dx_im2col = net.blobs["data"].diff
+    np.testing.assert_allclose(dx, dx_im2col, rtol=1e-4, atol=1e-5 * np.abs(dx_im2col).max())
+    assert (pad <= 2) != np.array_equal(dx, dx_im2col)   # Winograd's where it applies
+
+
+def test_a_training_step_of_vgg16_keeps_bvlc_gradients(tmp_path, monkeypatch):
+    """The backward pass of FCN-32s (VGG-16, the committed prototxt) on a small image:
+    every parameter's gradient and the input's, with patch 0021's Winograd passes,
+    within 1e-4 (relative to its largest value) of BVLC's im2col + GEMM arithmetic
+    (CAFFE_WINOGRAD=0). Both from the same forward pass: forwards that differ by
+    rounding may pick another maximum of a pooling window or sign of a ReLU input
+    near zero, and the gradients then differ for that reason alone."""
+    from fcn.timing import image_input, random_weights
+    proto = caffe_pb2.NetParameter()
+    text_format.Merge((REPO / "voc-fcn32s/deploy.prototxt").read_text(), proto)
+    proto.force_backward = True
+    (tmp_path / "net.prototxt").write_text(str(proto))
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST)
+    random_weights(net)
+    x = image_input(40, 36)
+    net.blobs["data"].reshape(*x.shape)
+    grads = {}
+    monkeypatch.setenv("CAFFE_WINOGRAD", "0")
+    net.reshape()
+    score = net.forward(data=x)["score"]
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CAFFE_WINOGRAD", flag)
+        net.reshape()                     # same shapes: every blob keeps its values
+        net.blobs["score"].diff[...] = np.random.default_rng(1).standard_normal(score.shape)
+        for ps in net.params.values():
+            for p in ps:
+                p.diff[...] = 0
+        net.backward()
+        grads[flag] = {f"{k}/{i}": p.diff.copy() for k, ps in net.params.items()
+                       for i, p in enumerate(ps)}
+        grads[flag]["data"] = net.blobs["data"].diff.copy()
+    for k, want in grads["0"].items():
+        got = grads["1"][k]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max(), err_msg=k)
+    assert not np.array_equal(grads["1"]["data"], grads["0"]["data"])   # Winograd ran
 
 
 def test_winograd_layers_sharing_their_buffer_and_training(tmp_path):

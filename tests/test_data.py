@@ -557,6 +557,8 @@ PREPARE, INFER, SOLVE = ["prepare.py", "check", "camvid"], ["infer.py", "x.jpg"]
     (PREPARE, "FCN_MAX_MEMORY_GB", "0", "must be a number above 0"),
     (SOLVE, "FCN_MAX_MEMORY_GB", "-4", "must be a number above 0"),
     (INFER, "CAFFE_WINOGRAD", "off", "$CAFFE_WINOGRAD is 'off'; it must be 0 or 1"),
+    (INFER, "CAFFE_CPU_ISA", "sse", "$CAFFE_CPU_ISA is 'sse'; it must be avx512 or avx2 or "
+                                    "plain"),
 ])
 def test_every_variable_is_checked_before_any_work(command, var, value, says, tmp_path):
     r = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]],

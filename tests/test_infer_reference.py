@@ -186,8 +186,8 @@ def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
 
 def test_memory_model_knows_the_im2col_band_of_our_caffe():
     """The memory estimate (fcn/memory.py) assumes the column-band size that patch 0009 and
-    0019 and the Winograd band that patch 0010 compile into Caffe; they must not drift
-    apart."""
+    0019, the Winograd band that patch 0010 and the Winograd tile that patch 0021 compile
+    into Caffe; they must not drift apart."""
     import re
     patch = (REPO / "third_party/caffe/patches/0009-conv-im2col-in-row-bands.patch").read_text()
     m = re.search(r"^\+\s*static const long kColBandElements = (\d+)L << (\d+);", patch, re.M)
@@ -199,6 +199,12 @@ def test_memory_model_knows_the_im2col_band_of_our_caffe():
     assert memory.WINOGRAD_BAND_ELEMENTS == int(m.group(1)) << int(m.group(2))
     m = re.search(r"^\+\s*static const int kWinogradMinChannels = (\d+);", patch, re.M)
     assert m and memory.WINOGRAD_MIN_CHANNELS == int(m.group(1))
+    patch = (REPO / "third_party/caffe/patches/"
+             "0021-conv-winograd-f4x3-data-gradient-isa-dispatch.patch").read_text()
+    m = re.search(r"^\+const int kWinogradTile = (\d+);", patch, re.M)
+    assert m and memory.WINOGRAD_TILE == int(m.group(1))
+    m = re.search(r"^\+const int kWinogradProducts = (\d+);", patch, re.M)
+    assert m and memory.WINOGRAD_PRODUCTS == int(m.group(1)) == (memory.WINOGRAD_TILE + 2) ** 2
     patch = (REPO / "third_party/caffe/patches/0019-fc6-one-band-fast-2x2-max-pooling.patch")
     m = re.search(r"^\+\s*const long band_elements = std::max\(kColBandElements,\s*\n"
                   r"^\+\s*static_cast<long>\(this->blobs_\[0\]->count\(\)\)\);", patch.read_text(),
