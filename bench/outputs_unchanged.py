@@ -13,7 +13,6 @@ agrees to rtol 1e-4 (atol 1e-4 of the largest score).
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,8 @@ import fcn  # noqa: E402,F401  (first: Caffe's logging set up before caffe loads
 import caffe  # noqa: E402  (after fcn: quiet logging)
 import numpy as np  # noqa: E402
 
-from fcn.timing import SIZES, random_weights  # noqa: E402
-from fcn.paths import REPO, cache_dir, sdist_env  # noqa: E402
+from fcn.timing import SIZES, baseline_package, random_weights  # noqa: E402
+from fcn.paths import REPO  # noqa: E402
 
 WORKER = r'''
 import sys, numpy as np, caffe
@@ -49,28 +48,6 @@ np.savez(sys.argv[3], __file__=np.array(caffe.__file__), **out)
 def initial_commit():
     return subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout.split()[-1]
-
-
-def baseline_package(rev):
-    """The caffe package of the baseline build, built once into the cache."""
-    dest = cache_dir() / f"baseline-{rev[:12]}"
-    if (dest / ".complete").is_file():
-        return dest
-    sdist = cache_dir() / "sdist" / sdist_env()["SDIST_FILE"]
-    if not sdist.is_file():
-        raise SystemExit(f"{sdist} missing: run make setup first")
-    work = Path(tempfile.mkdtemp(prefix="baseline-"))
-    tar = subprocess.run(["git", "archive", rev, "third_party/caffe"], cwd=REPO,
-                         capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(work)], input=tar, check=True)
-    print(f"building the baseline Caffe of {rev[:12]} (a few minutes) ...", file=sys.stderr)
-    subprocess.run(["bash", str(work / "third_party/caffe/build.sh"), str(sdist), str(work),
-                    str(work / "out"), sys.executable], check=True, stdout=subprocess.DEVNULL)
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.move(str(work / "out"), dest)
-    (dest / ".complete").touch()
-    shutil.rmtree(work, ignore_errors=True)
-    return dest
 
 
 def scores(pythonpath, weights, out, device="cpu"):

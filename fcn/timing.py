@@ -2,16 +2,18 @@
 at, random inputs, random weights that keep the activations' scale through VGG-16
 (the nets whose trained weights are not here), and the timing of two or more
 functions against each other (warmed up, alternated, medians)."""
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import caffe
 import numpy as np
 
-from fcn.paths import REPO
+from fcn.paths import REPO, cache_dir, sdist_env
 from fcn.surgery import interp
 
 SIZES = [(500, 500), (334, 500)]          # FCN-8s's forward is timed at these (H, W)
@@ -72,3 +74,27 @@ def alternate(fns, sync, rounds, reps, warm_s=1.0):
                 sync()
                 times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}, times
+
+
+def baseline_package(rev):
+    """The caffe package of git revision ``rev``'s build (third_party/caffe at that
+    commit), built once into the build cache: the baseline the benchmarks compare
+    this build against (bench/outputs_unchanged.py, bench/demo_speed.py)."""
+    dest = cache_dir() / f"baseline-{rev[:12]}"
+    if (dest / ".complete").is_file():
+        return dest
+    sdist = cache_dir() / "sdist" / sdist_env()["SDIST_FILE"]
+    if not sdist.is_file():
+        raise SystemExit(f"{sdist} missing: run make setup first")
+    work = Path(tempfile.mkdtemp(prefix="baseline-"))
+    tar = subprocess.run(["git", "archive", rev, "third_party/caffe"], cwd=REPO,
+                         capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=tar, check=True)
+    print(f"building the baseline Caffe of {rev[:12]} (a few minutes) ...", file=sys.stderr)
+    subprocess.run(["bash", str(work / "third_party/caffe/build.sh"), str(sdist), str(work),
+                    str(work / "out"), sys.executable], check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.move(str(work / "out"), dest)
+    (dest / ".complete").touch()
+    shutil.rmtree(work, ignore_errors=True)
+    return dest

@@ -1,6 +1,7 @@
 """The layers our Caffe patches touch (im2col/col2im inside Convolution and
-Deconvolution, max pooling, ReLU, Crop, the shared im2col buffer) against
-straightforward numpy references, forward and backward."""
+Deconvolution, FCN's channel-by-channel upsampling, max pooling, ReLU, Softmax and
+SoftmaxWithLoss, Crop, Concat, the shared im2col buffer) against straightforward
+numpy references, forward and backward."""
 import numpy as np
 import pytest
 
@@ -228,19 +229,168 @@ def test_relu_forward_and_backward(tmp_path):
     np.testing.assert_array_equal(net.blobs["data"].diff, g * (x > 0))
 
 
-def test_crop_forward_and_backward(tmp_path):
-    shape = (2, 3, 30, 40)
-    net = one_layer_net(tmp_path, shape, lambda d, ref: L.Crop(d, ref, axis=2, offset=[5, 7]),
-                        extra_inputs=[("ref", (2, 3, 11, 13))])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_relu_backward_in_place_with_a_slope_and_nan(tmp_path, slope):
+    """In place, as in every net of the zoo (bottom and top share data and diff), with a
+    negative slope: the gradient is g * ((x > 0) + slope * (x <= 0)), 0 at a NaN input
+    (patch 0023 computes the factor by selects, vectorised)."""
+    shape = (1, 3, 200, 301)
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(shape)))
+    n.scaled = L.Scale(n.data, bias_term=False, param=dict(lr_mult=0),
+                       filler=dict(type="constant", value=1))
+    n.relu = L.ReLU(n.scaled, in_place=True, negative_slope=slope)
+    proto = n.to_proto()
+    proto.force_backward = True
+    (tmp_path / "net.prototxt").write_text(str(proto))
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST)
     x = RNG.standard_normal(shape).astype(np.float32)
-    y = net.forward(data=x, ref=np.zeros((2, 3, 11, 13), np.float32))["out"]
-    np.testing.assert_array_equal(y, x[:, :, 5:16, 7:20])
+    x.flat[::97] = 0.0
+    x.flat[5::101] = np.nan
+    y = net.forward(data=x)["scaled"].copy()
+    fwd = np.maximum(x, 0) + np.float32(slope) * np.minimum(x, 0)
+    np.testing.assert_array_equal(y, fwd)
+    g = RNG.standard_normal(shape).astype(np.float32)
+    net.blobs["scaled"].diff[...] = g
+    net.backward()
+    factor = np.where(x > 0, 1, np.where(x <= 0, np.float32(slope), 0)).astype(np.float32)
+    np.testing.assert_array_equal(net.blobs["data"].diff, g * factor)
+
+
+def softmax_loss_ref(x, label, ignore):
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    lab = label[:, 0].astype(int)
+    keep = lab != ignore
+    idx = np.where(keep, lab, 0)
+    picked = np.take_along_axis(p, idx[:, None], axis=1)[:, 0]
+    count = keep.sum()
+    loss = -np.log(np.maximum(picked, np.finfo(np.float32).tiny))[keep].sum() / count
+    grad = p.copy()
+    np.put_along_axis(grad, idx[:, None], np.take_along_axis(p, idx[:, None], axis=1) - 1,
+                      axis=1)
+    grad *= keep[:, None]
+    return p, loss, grad / count
+
+
+def test_softmax_with_loss_forward_and_backward(tmp_path):
+    """SoftmaxWithLoss over 11 classes of two images large enough for patch 0023's
+    parallel blocks (and a partial block), with ignored pixels, scores up to 80 (the
+    max subtracted first): probabilities, loss and gradient against numpy in float64."""
+    shape = (2, 11, 61, 700)
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(shape)))
+    n.label = L.Input(shape=dict(dim=[shape[0], 1, *shape[2:]]))
+    n.prob = L.Softmax(n.data)
+    n.loss = L.SoftmaxWithLoss(n.data, n.label, loss_param=dict(ignore_label=255))
+    proto = n.to_proto()
+    proto.force_backward = True
+    (tmp_path / "net.prototxt").write_text(str(proto))
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST)
+    x = (RNG.standard_normal(shape) * 20).astype(np.float32)
+    x[0, 3, :5] = 80.0
+    label = RNG.integers(0, 11, (shape[0], 1, *shape[2:])).astype(np.float32)
+    label.flat[::7] = 255
+    out = net.forward(data=x, label=label)
+    p, loss, grad = softmax_loss_ref(x, label, 255)
+    assert_f32_close(out["prob"], p, 11 * 4, scale=1.0)
+    assert float(out["loss"]) == pytest.approx(loss, rel=1e-5)
+    net.backward()
+    # the data's diff sums the two layers' gradients: the loss's, and the Softmax's
+    # (its top diff is zero, so none)
+    assert_f32_close(net.blobs["data"].diff, grad, 11 * 4, scale=float(np.abs(grad).max()))
+
+
+def deconv_each_channel_ref(x, w, stride, pad):
+    """FCN's upsampling: channel c of x spread through kernel w[c, c] (a numpy scatter)."""
+    n, c, h, wd = x.shape
+    k = w.shape[2]
+    oh, ow = stride * (h - 1) + k - 2 * pad, stride * (wd - 1) + k - 2 * pad
+    full = np.zeros((n, c, stride * (h - 1) + k, stride * (wd - 1) + k))
+    for ch in range(c):
+        for ky in range(k):
+            for kx in range(k):
+                full[:, ch, ky:ky + stride * (h - 1) + 1:stride,
+                     kx:kx + stride * (wd - 1) + 1:stride] += w[ch, ch, ky, kx] * x[:, ch]
+    return full[:, :, pad:pad + oh, pad:pad + ow]
+
+
+@pytest.mark.parametrize("k,stride,pad", [(15, 8, 0), (16, 8, 4), (4, 2, 1), (64, 32, 0),
+                                          (3, 2, 5)])
+def test_deconvolution_of_fcns_upsampling(tmp_path, k, stride, pad):
+    """Fixed kernels (lr_mult 0), each channel upsampled on its own as surgery's bilinear
+    weights do (patch 0023's channel-by-channel path): the output against a numpy
+    scatter, the input gradient against the convolution of the output's gradient;
+    one off-diagonal weight sends the layer back to BVLC's GEMM path, same answers."""
+    shape = (2, 5, 9, 7)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Deconvolution(
+        d, param=dict(lr_mult=0), convolution_param=dict(
+            num_output=5, kernel_size=k, stride=stride, pad=pad, bias_term=False)))
+    w = np.zeros(net.params["out"][0].data.shape)
+    for c in range(5):
+        w[c, c] = RNG.standard_normal((k, k))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    g = None
+    for off_diagonal in (0.0, 1e-3):
+        w[0, 1, 0, 0] = off_diagonal
+        net.params["out"][0].data[...] = w
+        y = net.forward(data=x)["out"].copy()
+        want = deconv_each_channel_ref(x.astype(np.float64), w, stride, pad)
+        if off_diagonal:
+            extra = np.zeros_like(want)
+            full = np.zeros((shape[0], stride * (shape[2] - 1) + k,
+                             stride * (shape[3] - 1) + k))
+            full[:, 0:stride * (shape[2] - 1) + 1:stride,
+                 0:stride * (shape[3] - 1) + 1:stride] = off_diagonal * x[:, 0]
+            extra[:, 1] = full[:, pad:pad + want.shape[2], pad:pad + want.shape[3]]
+            want = want + extra
+        assert_f32_close(y, want, 4 * ((k + stride - 1) // stride) ** 2)
+        if g is None:
+            g = RNG.standard_normal(y.shape).astype(np.float32)
+        net.blobs["out"].diff[...] = g
+        net.backward()
+        # the input gradient: the convolution of g with the same weights, (in, out) swapped
+        conv_g = conv_ref(g.astype(np.float64), w, np.zeros(5), stride, pad, 1, 1)
+        assert_f32_close(net.blobs["data"].diff, conv_g, 5 * k * k)
+
+
+@pytest.mark.parametrize("shape,ref,axis,offset", [
+    ((2, 3, 30, 40), (2, 3, 11, 13), 2, [5, 7]),
+    ((3, 5, 14, 9), (2, 3, 11, 8), 0, [1, 2, 3, 1]),            # every axis offset
+    ((1, 11, 375, 495), (1, 3, 360, 480), 2, [8]),              # make demo's score crop
+    ((2, 6, 8), (2, 4, 5), 1, [1, 3])])                         # 3-D: the general loop
+def test_crop_forward_and_backward(tmp_path, shape, ref, axis, offset):
+    net = one_layer_net(tmp_path, shape, lambda d, r: L.Crop(d, r, axis=axis, offset=offset),
+                        extra_inputs=[("ref", ref)])
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = net.forward(data=x, ref=np.zeros(ref, np.float32))["out"]
+    offs = [0] * axis + (offset * (len(shape) - axis) if len(offset) == 1 else offset)
+    region = tuple(slice(o, o + (r if i >= axis else s))
+                   for i, (o, r, s) in enumerate(zip(offs, ref, shape)))
+    np.testing.assert_array_equal(y, x[region])
     g = RNG.standard_normal(y.shape).astype(np.float32)
     net.blobs["out"].diff[...] = g
     net.backward()
     want = np.zeros(shape, np.float32)
-    want[:, :, 5:16, 7:20] = g
+    want[region] = g
     np.testing.assert_array_equal(net.blobs["data"].diff, want)
+
+
+def test_concat_of_large_blobs(tmp_path):
+    """A fire module's Concat at make demo's size (patch 0023 copies blobs of 2 MB and
+    more in pieces on the OpenMP threads): forward and backward exact."""
+    shape = (1, 128, 93, 123)
+    net = one_layer_net(tmp_path, shape, lambda d, e: L.Concat(d, e),
+                        extra_inputs=[("e", (1, 64, 93, 123))])
+    x = RNG.standard_normal(shape).astype(np.float32)
+    e = RNG.standard_normal((1, 64, 93, 123)).astype(np.float32)
+    np.testing.assert_array_equal(net.forward(data=x, e=e)["out"], np.concatenate([x, e], 1))
+    g = RNG.standard_normal((1, 192, 93, 123)).astype(np.float32)
+    net.blobs["out"].diff[...] = g
+    net.backward()
+    np.testing.assert_array_equal(net.blobs["data"].diff, g[:, :128])
+    np.testing.assert_array_equal(net.blobs["e"].diff, g[:, 128:])
 
 
 def test_layers_sharing_the_im2col_buffer_do_not_disturb_each_other(tmp_path):
