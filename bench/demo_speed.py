@@ -2,13 +2,16 @@
 
     python bench/demo_speed.py --baseline-rev REV [--rounds 6] [--iters 20]
     python bench/demo_speed.py --baseline DIR   (DIR holds a built caffe package)
+    python bench/demo_speed.py --baseline-env NAME=VALUE   (this build, NAME=VALUE set)
 
 Times the SGD iterations of make demo's net (camvid-fcn8s-squeezenet from its committed
 solver and prototxt, CamVid train read by its data layer, He-random weights) with this
 checkout's Caffe and with the baseline's, each in fresh processes, the two alternating
 for --rounds rounds (so that a slow spell of a shared machine falls on both): per
 process 3 warm-up iterations, then --iters timed one by one. The baseline of --baseline-rev
-is built once into the build cache (fcn.timing.baseline_package). Prints one JSON
+is built once into the build cache (fcn.timing.baseline_package); --baseline-env runs
+this build as the baseline with one environment variable set (CAFFE_WINOGRAD=0: BVLC's
+im2col + GEMM; CAFFE_CPU_ISA=avx2: the narrower vector unit). Prints one JSON
 line: per build the median iteration over all rounds and the fastest process's median,
 iterations per second, and baseline / this (how many times faster this build is).
 """
@@ -61,8 +64,8 @@ print(json.dumps({"iteration_s": times, "caffe": caffe.__file__,
 '''
 
 
-def run(pythonpath, model, iters, data):
-    env = {**os.environ, "GLOG_minloglevel": "2", "FCN_DATA": str(data)}
+def run(pythonpath, model, iters, data, extra_env=None):
+    env = {**os.environ, "GLOG_minloglevel": "2", "FCN_DATA": str(data), **(extra_env or {})}
     if pythonpath:                 # the baseline; this build: this Python's own caffe
         env["PYTHONPATH"] = str(pythonpath)
     with tempfile.TemporaryDirectory(prefix="demo-speed-") as wd:
@@ -78,6 +81,8 @@ def main(argv=None):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--baseline-rev", help="git revision whose Caffe is the baseline")
     g.add_argument("--baseline", help="a folder holding a built caffe package")
+    g.add_argument("--baseline-env", metavar="NAME=VALUE",
+                   help="this build with NAME=VALUE in the environment as the baseline")
     p.add_argument("--model", default="camvid-fcn8s-squeezenet")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--iters", type=int, default=20)
@@ -86,11 +91,18 @@ def main(argv=None):
         p.error("--rounds and --iters must be at least 1")
     if args.model not in {d.name for d in REPO.iterdir() if (d / "solver.prototxt").is_file()}:
         p.error(f"--model {args.model}: no such model folder with a solver.prototxt")
+    if args.baseline_env is not None:
+        name, eq, value = args.baseline_env.partition("=")
+        if not eq or not name.isidentifier():
+            p.error(f"--baseline-env {args.baseline_env}: expected NAME=VALUE")
     try:
         data = squeezenet.cpu_scale_data()
     except UserError as e:
         p.error(str(e))
-    if args.baseline:
+    base_env = None
+    if args.baseline_env is not None:
+        base, base_env, label = None, {name: value}, f"this build, {args.baseline_env}"
+    elif args.baseline:
         base = Path(args.baseline).resolve()
         if not (base / "caffe" / "__init__.py").is_file():
             p.error(f"--baseline {args.baseline}: no caffe package in it")
@@ -105,13 +117,13 @@ def main(argv=None):
 
     runs = {"this": [], "baseline": []}
     for r in range(args.rounds):
-        order = [("this", None), ("baseline", base)]
-        for name, path in (order if r % 2 == 0 else order[::-1]):
-            runs[name].append(run(path, args.model, args.iters, data))
+        order = [("this", None, None), ("baseline", base, base_env)]
+        for name, path, env in (order if r % 2 == 0 else order[::-1]):
+            runs[name].append(run(path, args.model, args.iters, data, env))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     out = {"model": args.model, "rounds": args.rounds, "iters": args.iters,
-           "baseline": label}
+           "baseline_is": label}
     for name, rs in runs.items():
         med = statistics.median(t for r in rs for t in r["iteration_s"])
         best = min(statistics.median(r["iteration_s"]) for r in rs)

@@ -91,8 +91,15 @@ def baseline_package(rev):
                          capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=tar, check=True)
     print(f"building the baseline Caffe of {rev[:12]} (a few minutes) ...", file=sys.stderr)
-    subprocess.run(["bash", str(work / "third_party/caffe/build.sh"), str(sdist), str(work),
-                    str(work / "out"), sys.executable], check=True, stdout=subprocess.DEVNULL)
+    log = work / "build.log"          # the compiler's output, shown only if the build fails
+    with open(log, "w") as f:
+        built = subprocess.run(["bash", str(work / "third_party/caffe/build.sh"), str(sdist),
+                                str(work), str(work / "out"), sys.executable],
+                               stdout=f, stderr=subprocess.STDOUT)
+    if built.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{tail}\nbuilding the baseline Caffe of {rev[:12]} failed; "
+                         f"its log: {log}")
     shutil.rmtree(dest, ignore_errors=True)
     shutil.move(str(work / "out"), dest)
     (dest / ".complete").touch()
