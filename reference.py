@@ -78,7 +78,7 @@ def conv_forward(device):
     if device.is_gpu:
         return "cuDNN" if device.record()["caffe_cudnn"] else "im2col + cuBLAS GEMM (GPU)"
     return ("im2col + GEMM" if os.environ["CAFFE_WINOGRAD"] == "0"
-            else "Winograd F(4x4, 3x3) where it applies (patches 0010, 0021)")
+            else "Winograd F(4x4, 3x3) where it applies (patches 0010, 0021, 0024)")
 
 
 def versions():

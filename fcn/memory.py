@@ -17,9 +17,11 @@ COL_BAND_ELEMENTS = 2 << 20
 # in a second shared buffer: the transformed filters (products x out x in) and a band
 # of tile rows of transformed input and products (BaseConvolutionLayer::kWinograd*);
 # patch 0021 makes it F(4x4, 3x3): tiles of 4x4 outputs, 36 products (kWinogradTile,
-# kWinogradProducts).
+# kWinogradProducts); patch 0024 leaves layers of fewer than 64 tiles of output to
+# im2col (kWinogradMinTiles).
 WINOGRAD_BAND_ELEMENTS = 4 << 20
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_TILES = 64
 WINOGRAD_TILE = 4
 WINOGRAD_PRODUCTS = 36
 
@@ -64,9 +66,10 @@ def winograd_buffers(proto, blobs):
             continue
         k, stride, _, dilation, group = conv_geometry(layer)
         bottom, top = blobs[layer.bottom[0]], blobs[layer.top[0]]
-        if (k, stride, dilation, group) != (3, 1, 1, 1) or bottom[1] < WINOGRAD_MIN_CHANNELS:
-            continue
         tiles_h, tiles_w = (-(-n // WINOGRAD_TILE) for n in top[2:])
+        if ((k, stride, dilation, group) != (3, 1, 1, 1) or bottom[1] < WINOGRAD_MIN_CHANNELS
+                or tiles_h * tiles_w < WINOGRAD_MIN_TILES):
+            continue
         row = WINOGRAD_PRODUCTS * (bottom[1] + top[1]) * tiles_w
         band = max(1, min(tiles_h, WINOGRAD_BAND_ELEMENTS // row))
         out[layer.name] = WINOGRAD_PRODUCTS * top[1] * bottom[1] + row * band

@@ -520,19 +520,21 @@ def widest_isa():
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("shape,pad,num_output,bias", [
-    ((2, 16, 13, 17), 1, 24, True),      # odd output: the last tiles are cut
-    ((1, 32, 12, 10), 0, 16, True),      # no padding, output 10x8: a cut tile column
-    ((1, 16, 9, 11), 2, 16, False),      # wider padding, no bias
+    ((2, 16, 29, 33), 1, 24, True),      # odd output: the last tiles are cut
+    ((1, 32, 38, 36), 0, 16, True),      # no padding, output 36x34: a cut tile column
+    ((1, 16, 31, 29), 2, 16, False),     # wider padding, no bias
     ((1, 16, 7, 6), 100, 20, True),      # FCN's 100 px: most tiles read only padding
     ((1, 20, 31, 29), 1, 33, True),      # channel counts that fill no vector
     ((1, 16, 400, 210), 1, 16, True),    # several bands of tile rows
 ])
 def test_winograd_convolution(tmp_path, monkeypatch, shape, pad, num_output, bias, isa):
     """3x3 stride-1 convolutions of 16 or more input channels run Winograd's
-    F(4x4, 3x3) forward (patches 0010, 0021), and for padding up to 2 their input's
-    gradient too: the same convolution as the numpy reference and as BVLC's im2col
-    path (CAFFE_WINOGRAD=0) up to float rounding, which differs. Each vector unit the
-    CPU has (CAFFE_CPU_ISA forces the narrower ones) computes it."""
+    F(4x4, 3x3) forward (patches 0010, 0021), for padding up to 2 their input's
+    gradient too, and their weights' gradient by F(3x3, 4x4) (patch 0024, added to
+    the gradient already there, as Caffe accumulates): the same as the numpy
+    reference and as BVLC's im2col path (CAFFE_WINOGRAD=0) up to float rounding,
+    which differs. Each vector unit the CPU has (CAFFE_CPU_ISA forces the narrower
+    ones) computes it."""
     monkeypatch.setenv("CAFFE_CPU_ISA", isa)
     ran = isa if ISAS.index(isa) >= ISAS.index(widest_isa()) else widest_isa()
     assert caffe.cpu_isa() == ran
@@ -553,8 +555,13 @@ def test_winograd_convolution(tmp_path, monkeypatch, shape, pad, num_output, bia
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     probe = RNG.standard_normal(y.shape).astype(np.float32)
     net.blobs["out"].diff[...] = probe
+    before = RNG.standard_normal(w.shape).astype(np.float32)
+    net.params["out"][0].diff[...] = before
     net.backward()
     dx = net.blobs["data"].diff.copy()
+    dw = net.params["out"][0].diff - before
+    want_dw = conv_weight_grad_ref(x.astype(np.float64), probe.astype(np.float64), 3, 1, pad, 1)
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-4, atol=1e-4 * np.abs(want_dw).max())
     if pad <= 2:   # d/dx sum(probe * conv(x, w)) = conv(probe, w turned, channels swapped, 2 - pad)
         turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
         want_dx = conv_ref(probe.astype(np.float64), turned, np.zeros(shape[1]), 1, 2 - pad, 1, 1)
@@ -565,10 +572,14 @@ def test_winograd_convolution(tmp_path, monkeypatch, shape, pad, num_output, bia
     np.testing.assert_allclose(y, y_im2col, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     assert not np.array_equal(y, y_im2col)   # the two paths did run
     net.blobs["out"].diff[...] = probe
+    net.params["out"][0].diff[...] = before
     net.backward()
     dx_im2col = net.blobs["data"].diff
     np.testing.assert_allclose(dx, dx_im2col, rtol=1e-4, atol=1e-5 * np.abs(dx_im2col).max())
     assert (pad <= 2) != np.array_equal(dx, dx_im2col)   # Winograd's where it applies
+    dw_im2col = net.params["out"][0].diff - before
+    np.testing.assert_allclose(dw, dw_im2col, rtol=1e-4, atol=1e-5 * np.abs(dw_im2col).max())
+    assert not np.array_equal(dw, dw_im2col)
 
 
 def test_a_training_step_of_vgg16_keeps_bvlc_gradients(tmp_path, monkeypatch):
@@ -609,14 +620,15 @@ def test_a_training_step_of_vgg16_keeps_bvlc_gradients(tmp_path, monkeypatch):
 
 
 def test_winograd_layers_sharing_their_buffer_and_training(tmp_path):
-    """Winograd layers of different sizes share one buffer, in either order; the
-    backward pass (im2col) still gives the gradients of the forward's convolution."""
+    """Winograd layers of different sizes share one buffer, in either order, forward
+    and backward (the weights' gradient sums its products there, then the input's
+    gradient puts its filters there): the gradients of the forward's convolutions."""
     def make(d):
         big = L.Convolution(d, kernel_size=3, pad=1, num_output=48,
                             weight_filler=dict(type="gaussian", std=0.1))
         return L.Convolution(big, kernel_size=3, num_output=16,
                              weight_filler=dict(type="gaussian", std=0.1))
-    shape = (2, 16, 30, 26)
+    shape = (2, 16, 38, 34)              # 90 and 72 tiles: both Winograd's
     net = one_layer_net(tmp_path, shape, make)
     names = list(net.params)
     x = RNG.standard_normal(shape).astype(np.float32)
@@ -632,3 +644,31 @@ def test_winograd_layers_sharing_their_buffer_and_training(tmp_path):
     assert_f32_close(net.params[names[1]][0].diff,
                      conv_weight_grad_ref(mid, g.astype(np.float64), 3, 1, 0, 1),
                      shape[0] * y.shape[2] * y.shape[3])
+    turned = w2[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    dmid = conv_ref(g.astype(np.float64), turned, np.zeros(48), 1, 2, 1, 1)
+    assert_f32_close(net.params[names[0]][0].diff,
+                     conv_weight_grad_ref(x.astype(np.float64), dmid, 3, 1, 1, 1),
+                     shape[0] * shape[2] * shape[3] * 16 * 9)
+
+
+def test_winograd_leaves_layers_of_few_tiles_to_im2col(tmp_path, monkeypatch):
+    """Under 64 tiles of 4x4 outputs (SqueezeNet's fire9 at 23x30 has 48) a 3x3
+    convolution keeps BVLC's im2col + GEMM in every pass (patch 0024): the same
+    values, to the bit, as with CAFFE_WINOGRAD=0."""
+    shape = (1, 64, 23, 30)
+    net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
+        d, kernel_size=3, pad=1, num_output=32, weight_filler=dict(type="gaussian", std=1),
+        bias_filler=dict(type="gaussian", std=1)))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    probe = RNG.standard_normal((1, 32, 23, 30)).astype(np.float32)
+    runs = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CAFFE_WINOGRAD", flag)
+        net.reshape()
+        y = net.forward(data=x)["out"].copy()
+        net.blobs["out"].diff[...] = probe
+        net.params["out"][0].diff[...] = 0
+        net.backward()
+        runs.append((y, net.blobs["data"].diff.copy(), net.params["out"][0].diff.copy()))
+    for got, want in zip(*runs):
+        np.testing.assert_array_equal(got, want)

@@ -126,30 +126,30 @@ def test_infer_bad_input_is_one_line(case, says, alexnet_weights, shared_data, t
 
 
 def test_reference_export_compare(alexnet_weights, shared_data, tmp_path):
-    small = tmp_path / "small.jpg"
-    Image.open(shared_data / "voc-demo/image.jpg").resize((67, 100)).save(small)
+    small = tmp_path / "small.jpg"         # conv3 33x30: 72 tiles, Winograd's (patch 0024)
+    Image.open(shared_data / "voc-demo/image.jpg").resize((300, 347)).save(small)
     r = run("reference.py", "export", "voc-fcn-alexnet", "--weights", alexnet_weights,
             "--image", small, "--out", tmp_path / "a.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     a = reference.load(tmp_path / "a.npz")
     meta = json.loads(str(a["meta"]))
-    assert meta["model"] == "voc-fcn-alexnet" and meta["image_hw"] == [100, 67]
+    assert meta["model"] == "voc-fcn-alexnet" and meta["image_hw"] == [347, 300]
     assert meta["caffe"]["sdist"] == "brocolli-caffe==9.0.2" and len(meta["weights_sha256"]) == 64
 
     # blob and param shapes are the deploy net's at this input size
     net = caffe.Net(str(REPO / "voc-fcn-alexnet/deploy.prototxt"), caffe.TEST)
-    net.blobs["data"].reshape(1, 3, 100, 67)
+    net.blobs["data"].reshape(1, 3, 347, 300)
     net.reshape()
     for k, b in net.blobs.items():
         assert a[f"blob/{k}"].shape == tuple(b.shape), k
     for k, ps in net.params.items():
         for i, p in enumerate(ps):
             assert a[f"param/{k}/{i}"].shape == p.data.shape
-    assert a["blob/score"].shape == (1, 21, 100, 67)
+    assert a["blob/score"].shape == (1, 21, 347, 300)
     np.testing.assert_array_equal(a["input/data"], a["blob/data"])
 
     # The export used BVLC's im2col arithmetic, not patch 0010's Winograd forward
-    # (conv3 is a 3x3 convolution of 256 channels, where Winograd applies).
+    # (conv3 is a 3x3 convolution of 256 channels and 72 tiles, where Winograd applies).
     assert meta["conv_forward"] == "im2col + GEMM"
     for k, ps in net.params.items():
         for i, p in enumerate(ps):
@@ -205,6 +205,10 @@ def test_memory_model_knows_the_im2col_band_of_our_caffe():
     assert m and memory.WINOGRAD_TILE == int(m.group(1))
     m = re.search(r"^\+const int kWinogradProducts = (\d+);", patch, re.M)
     assert m and memory.WINOGRAD_PRODUCTS == int(m.group(1)) == (memory.WINOGRAD_TILE + 2) ** 2
+    patch = (REPO / "third_party/caffe/patches/"
+             "0024-conv-winograd-weight-gradient-few-tiles-to-im2col.patch").read_text()
+    m = re.search(r"^\+\s*static const int kWinogradMinTiles = (\d+);", patch, re.M)
+    assert m and memory.WINOGRAD_MIN_TILES == int(m.group(1))
     patch = (REPO / "third_party/caffe/patches/0019-fc6-one-band-fast-2x2-max-pooling.patch")
     m = re.search(r"^\+\s*const long band_elements = std::max\(kColBandElements,\s*\n"
                   r"^\+\s*static_cast<long>\(this->blobs_\[0\]->count\(\)\)\);", patch.read_text(),
