@@ -376,11 +376,16 @@ def test_kit_on_a_disk_without_room_for_all_of_it_writes_nothing(squeezenet_weig
 
 
 def kit_process(weights, images_, out, cwd, model="voc-fcn-alexnet", *more):
+    """The kit command as a user at a terminal starts it: Ctrl-C (SIGINT) in its
+    default action even where this test runs with SIGINT ignored (started with `&`
+    from a script, as POSIX has background jobs: the kit then ignored the test's
+    Ctrl-C and finished)."""
     args = [a for i in images_ for a in ("--image", i)]
     return subprocess.Popen([sys.executable, str(REPO / "reference.py"), "kit", model,
                              "--weights", str(weights), "--out", str(out), *map(str, args),
                              *more], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(done, p, timeout=300):
