@@ -676,11 +676,12 @@ def test_winograd_layers_sharing_their_buffer_and_training(tmp_path):
 def test_winograd_leaves_layers_of_few_tiles_to_im2col(tmp_path, monkeypatch):
     """Under 64 tiles of 4x4 outputs (SqueezeNet's fire9 at 23x30 has 48) a 3x3
     convolution keeps BVLC's im2col + GEMM in every pass (patch 0024): the same
-    values, to the bit, as with CAFFE_WINOGRAD=0."""
+    values, to the bit, as with CAFFE_WINOGRAD=0. (No bias: patch 0026 adds it
+    before the products unless CAFFE_WINOGRAD=0, which rounds differently.)"""
     shape = (1, 64, 23, 30)
     net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
         d, kernel_size=3, pad=1, num_output=32, weight_filler=dict(type="gaussian", std=1),
-        bias_filler=dict(type="gaussian", std=1)))
+        bias_term=False))
     x = RNG.standard_normal(shape).astype(np.float32)
     probe = RNG.standard_normal((1, 32, 23, 30)).astype(np.float32)
     runs = []
@@ -694,3 +695,34 @@ def test_winograd_leaves_layers_of_few_tiles_to_im2col(tmp_path, monkeypatch):
         runs.append((y, net.blobs["data"].diff.copy(), net.params["out"][0].diff.copy()))
     for got, want in zip(*runs):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k,stride,shape", [
+    (7, 2, (1, 3, 300, 300)),       # make demo's conv1, in two bands of output rows
+    (1, 1, (1, 600, 9, 11)),        # a 1x1 convolution over more channels than a GEMM block
+    (3, 1, (1, 64, 23, 30))])       # a 3x3 of few tiles (im2col, patch 0024)
+def test_convolution_bias_first_and_bvlc_order(tmp_path, monkeypatch, k, stride, shape):
+    """Patch 0026: an im2col or 1x1 convolution starts its output as the bias and adds
+    the products to it, as numpy computes it; with CAFFE_WINOGRAD=0 it keeps BVLC's
+    order (products, then the bias added by a GEMM of depth 1), what the port
+    reference outputs are computed with: to the bit, the bias-free output plus the
+    bias in float32."""
+    net = one_layer_net(tmp_path, shape, lambda d: L.Convolution(
+        d, kernel_size=k, stride=stride, num_output=16,
+        weight_filler=dict(type="gaussian", std=1), bias_filler=dict(type="gaussian", std=30)))
+    x = RNG.standard_normal(shape).astype(np.float32)
+    w, b = (p.data.copy() for p in net.params["out"])
+    want = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                    stride, 0, 1, 1)
+    runs = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CAFFE_WINOGRAD", flag)
+        net.reshape()
+        net.params["out"][1].data[...] = b
+        runs[flag] = net.forward(data=x)["out"].copy()
+        assert_f32_close(runs[flag], want, shape[1] * k * k + 1,
+                         scale=float(np.abs(want).max() + np.abs(b).max()))
+        net.params["out"][1].data[...] = 0
+        runs[flag + " bias-free"] = net.forward(data=x)["out"].copy()
+    np.testing.assert_array_equal(runs["0"], runs["0 bias-free"] + b[None, :, None, None])
+    np.testing.assert_array_equal(runs["1 bias-free"], runs["0 bias-free"])
