@@ -38,12 +38,16 @@ DEMO_ARGS ?=
 demo: setup
 	.venv/bin/python scripts/demo.py --iters $(DEMO_ITERS) $(DEMO_ARGS)
 
-# Benchmarks (not tests): speed against PyTorch and outputs against the pre-speed-work
-# build (minutes), and the CamVid training comparison (three runs of CAMVID_MINUTES each).
+# Benchmarks (not tests): speed against PyTorch, onnxruntime and OpenVINO, outputs against
+# the first build, make demo's iteration against DEMO_BASELINE (the build before issue 33's
+# speed work; built once into the cache), and the CamVid training comparison (three runs
+# of CAMVID_MINUTES each).
+DEMO_BASELINE ?= 499944f
 bench: setup
 	.venv/bin/python -m pip install --disable-pip-version-check -q -r requirements-bench.txt
 	.venv/bin/python bench/speed.py
 	.venv/bin/python bench/outputs_unchanged.py
+	.venv/bin/python bench/demo_speed.py --baseline-rev $(DEMO_BASELINE)
 
 CAMVID_MINUTES ?= 12
 bench-camvid: setup
